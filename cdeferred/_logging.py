@@ -4,6 +4,9 @@ Both implementations call these, so a failing canceller or an unhandled error
 reads the same whichever one is in use.
 """
 
+import traceback
+
+from twisted.internet.defer import DebugInfo
 from twisted.logger import Logger
 
 log = Logger(namespace="cdeferred")
@@ -21,3 +24,18 @@ def logCancellerFailure(failure, canceller, deferred):
         canceller=canceller,
         deferred=deferred,
     )
+
+
+def recordCreator():
+    """
+    A DebugInfo holding the stack that created a Deferred, for debug mode.
+    Called from C, so the last frame here is this helper's own: drop it.
+    """
+    info = DebugInfo()
+    info.creator = traceback.format_stack()[:-1]
+    return info
+
+
+def recordInvoker(info):
+    """Store in C{info} the stack that fired a Deferred, for debug mode."""
+    info.invoker = traceback.format_stack()[:-1]

@@ -1,0 +1,189 @@
+/* cdeferred.h -- what the C files of the _cdeferred module share.
+ *
+ * module.c      module state, multi-phase init, the imports from Twisted
+ * deferred.c    DeferredCore: storage, the run loop, cancellation, awaiting
+ * controllable.c ControllableCore: the client-owned cut point
+ *
+ * Cross-file symbols carry the cdef_ prefix; the build uses
+ * -fvisibility=hidden so none of them leaks out of the shared object.
+ */
+#ifndef CDEFERRED_H
+#define CDEFERRED_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <structmember.h>
+
+#if PY_VERSION_HEX < 0x03090000
+#error "cdeferred needs Python 3.9 or newer"
+#endif
+
+#ifdef CDEF_DEBUG
+#define CDEF_ASSERT(cond) assert(cond)
+#else
+#define CDEF_ASSERT(cond) ((void)0)
+#endif
+
+/* ---------------------------------------------------------------- state */
+
+typedef struct {
+    PyTypeObject *DeferredCoreType;
+    PyTypeObject *ControllableCoreType;
+    PyTypeObject *AwaitIterType;
+
+    /* Imports from twisted.internet.defer. */
+    PyObject *defer_module;
+    PyObject *TwistedDeferred;    /* the class as defer.py defined it */
+    PyObject *Failure;            /* twisted.python.failure.Failure */
+    PyObject *CancelledError;
+    PyObject *AlreadyCalledError;
+    PyObject *DebugInfo;
+    PyObject *passthru;           /* materialised form of "no callback" */
+    PyObject *failthru;           /* materialised form of "no errback" */
+    PyObject *CONTINUE;           /* Twisted's _CONTINUE sentinel */
+    PyObject *NONE_KWARGS;        /* Twisted's _NONE_KWARGS */
+    PyObject *deferred_subclasses; /* the list behind `type(x) in ...` */
+
+    /* Imports from twisted.python and cdeferred's cold-path helpers. */
+    PyObject *warnAboutFunction;
+    PyObject *logCancellerFailure;
+    PyObject *recordCreator;      /* () -> DebugInfo with .creator set */
+    PyObject *recordInvoker;      /* (DebugInfo) -> None, sets .invoker */
+
+    /* Interned attribute names. */
+    PyObject *str_debug;
+    PyObject *str_result;
+    PyObject *str_paused;
+    PyObject *str_callbacks;      /* "_callbacks" */
+    PyObject *str_chainedTo;
+    PyObject *str_debugInfo;
+    PyObject *str_failResult;
+    PyObject *str_cancel;
+    PyObject *str_runCallbacks;
+    PyObject *str_getDebugTracebacks;
+    PyObject *str_raiseException;
+    PyObject *str_captureVars;
+    PyObject *kwnames_captureVars; /* ("captureVars",) for vectorcall */
+
+    /* `self.debug` is read on construction and on firing.  Its answer is
+     * cached against the type's version tag, which CPython invalidates on
+     * any assignment to the class or a base (setDebugging assigns
+     * Deferred.debug), so the common case costs two compares. */
+    PyTypeObject *debug_cache_type;
+    unsigned int debug_cache_tag;
+    int debug_cache_value;
+} cdef_state;
+
+/* ---------------------------------------------------------------- links */
+
+/* One link of the chain: what addCallbacks appended.  A NULL callback or
+ * errback passes the result through (Twisted's passthru/_failthru); NULL
+ * args/kwargs mean none.  `canceller` is the third chain: NULL passes the
+ * cancellation on; a callable is called as canceller(d); an exact tuple
+ * (fn, args, kwargs) is what addCanceller(fn, *args, **kwargs) stored.
+ *
+ * A continuation (Twisted's `_continuation()`: the waiting Deferred is
+ * resumed with this one's result) has callback == errback == CONTINUE and
+ * holds the waiting Deferred in `args`. */
+typedef struct {
+    PyObject *callback;
+    PyObject *callback_args;
+    PyObject *callback_kwargs;
+    PyObject *errback;
+    PyObject *errback_args;
+    PyObject *errback_kwargs;
+    PyObject *canceller;
+} cdef_link;
+
+/* Everything a pending Deferred holds besides its result lives in one side
+ * block, allocated on first need: a Deferred made and fired without
+ * callbacks never allocates it.
+ *
+ * Invariants:
+ *  - links[head .. head+count) are the pending links, in order.
+ *  - `list` != NULL means list mode: Python code asked for `_callbacks`, so
+ *    the chain was materialised as Twisted's list of tuples, which from then
+ *    on is the only storage (count == 0).  Twisted's own _runCallbacks,
+ *    inlineCallbacks' cancellation and user code may mutate it freely. */
+typedef struct {
+    PyObject *canceller;    /* the creator's canceller (Deferred(canceller)) */
+    PyObject *chained_to;   /* `_chainedTo` */
+    PyObject *debug_info;   /* `_debugInfo`, a twisted DebugInfo, or NULL */
+    PyObject *list;         /* list mode storage, see above */
+    Py_ssize_t head;
+    Py_ssize_t count;
+    Py_ssize_t capacity;
+    cdef_link links[1];     /* really `capacity` of them */
+} cdef_chain;
+
+/* ------------------------------------------------------------- objects */
+
+enum {
+    CDEF_CALLED = 1 << 0,            /* `called` */
+    CDEF_RUNNING = 1 << 1,           /* `_runningCallbacks` */
+    CDEF_SUPPRESS = 1 << 2,          /* `_suppressAlreadyCalled` */
+    CDEF_UNHANDLED = 1 << 3,         /* the result is a Failure nobody took:
+                                        log it at collection (Twisted's
+                                        DebugInfo.failResult) */
+    CDEF_CONTROLLABLE = 1 << 4,      /* a ControllableCore instance */
+    CDEF_DEACTIVATED = 1 << 5,       /* ControllableDeferred.deactivate() ran */
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *d_result;     /* NULL: no result yet (`result` is absent) */
+    cdef_chain *d_chain;    /* NULL until a link, canceller, ... is stored */
+    PyObject *d_dict;
+    PyObject *d_weakreflist;
+    int32_t d_paused;
+    uint32_t d_flags;
+} DeferredObject;
+
+typedef struct {
+    DeferredObject base;
+    PyObject *cd_upstream;  /* the Deferred we still wait on, or NULL once it
+                               delivered or we cut loose from it */
+} ControllableObject;
+
+/* ------------------------------------------------------ cross-file API */
+
+extern PyModuleDef cdef_module_def;
+
+static inline cdef_state *
+cdef_state_from_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyType_GetModuleByDef(tp, &cdef_module_def);
+    return mod == NULL ? NULL : (cdef_state *)PyModule_GetState(mod);
+}
+
+static inline int
+cdef_is_core(cdef_state *st, PyObject *op)
+{
+    return PyObject_TypeCheck(op, st->DeferredCoreType);
+}
+
+int cdef_is_failure(cdef_state *st, PyObject *op);
+int cdef_is_deferred(cdef_state *st, PyObject *op);
+
+/* Each returns 0, or -1 with an exception set. */
+int cdef_init(cdef_state *st, DeferredObject *self, PyObject *canceller);
+int cdef_set_chained_to(DeferredObject *self, PyObject *value);
+int cdef_fire(cdef_state *st, DeferredObject *self, PyObject *result);
+int cdef_errback(cdef_state *st, DeferredObject *self, PyObject *fail);
+int cdef_cancel(cdef_state *st, DeferredObject *self, PyObject *msg);
+int cdef_cancel_any(cdef_state *st, PyObject *deferred, PyObject *msg);
+int cdef_run_link_cancellers(cdef_state *st, DeferredObject *self);
+void cdef_drop_links(DeferredObject *self);
+int cdef_creator_canceller(cdef_state *st, DeferredObject *self);
+
+/* controllable.c */
+PyObject *cdef_controllable_take_upstream(DeferredObject *self);
+int cdef_controllable_release(cdef_state *st, DeferredObject *self,
+                              PyObject *msg);
+
+extern PyType_Spec cdef_deferred_spec;
+extern PyType_Spec cdef_controllable_spec;
+extern PyType_Spec cdef_awaititer_spec;
+
+#endif /* CDEFERRED_H */

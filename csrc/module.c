@@ -1,0 +1,178 @@
+/* module.c -- the _cdeferred module: state, types, imports (PEP 489).
+ *
+ * Everything the C code needs from Twisted is imported once, at exec time,
+ * into the module state, so the hot paths never look a name up.  Importing
+ * twisted.internet.defer here is what makes `import cdeferred` import
+ * Twisted's Deferred, which cdeferred.Deferred subclasses anyway.
+ */
+#include "cdeferred.h"
+
+static cdef_state *
+get_state(PyObject *module)
+{
+    return (cdef_state *)PyModule_GetState(module);
+}
+
+/* The list of fields, once, for traverse/clear/exec to share. */
+#define CDEF_STATE_OBJECTS(X)                                                 \
+    X(DeferredCoreType) X(ControllableCoreType) X(AwaitIterType)              \
+    X(defer_module) X(TwistedDeferred) X(Failure) X(CancelledError)           \
+    X(AlreadyCalledError) X(DebugInfo) X(passthru) X(failthru) X(CONTINUE)    \
+    X(NONE_KWARGS) X(deferred_subclasses) X(warnAboutFunction)                \
+    X(logCancellerFailure) X(recordCreator) X(recordInvoker) X(str_debug)     \
+    X(str_result) X(str_paused) X(str_callbacks) X(str_chainedTo)             \
+    X(str_debugInfo) X(str_failResult) X(str_cancel)             \
+    X(str_runCallbacks) X(str_getDebugTracebacks) X(str_raiseException)       \
+    X(str_captureVars) X(kwnames_captureVars)
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    cdef_state *st = get_state(module);
+#define VISIT(name) Py_VISIT(st->name);
+    CDEF_STATE_OBJECTS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    cdef_state *st = get_state(module);
+#define CLEAR(name) Py_CLEAR(st->name);
+    CDEF_STATE_OBJECTS(CLEAR)
+#undef CLEAR
+    st->debug_cache_type = NULL;
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyObject *
+import_attr(const char *module_name, const char *attr)
+{
+    PyObject *module = PyImport_ImportModule(module_name);
+    if (module == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyObject_GetAttrString(module, attr);
+    Py_DECREF(module);
+    return value;
+}
+
+static int
+intern(PyObject **slot, const char *text)
+{
+    *slot = PyUnicode_InternFromString(text);
+    return *slot == NULL ? -1 : 0;
+}
+
+static int
+module_exec(PyObject *module)
+{
+    cdef_state *st = get_state(module);
+
+    st->DeferredCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &cdef_deferred_spec, NULL);
+    if (st->DeferredCoreType == NULL) {
+        return -1;
+    }
+    st->ControllableCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &cdef_controllable_spec, (PyObject *)st->DeferredCoreType);
+    if (st->ControllableCoreType == NULL) {
+        return -1;
+    }
+    st->AwaitIterType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &cdef_awaititer_spec, NULL);
+    if (st->AwaitIterType == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(module, st->DeferredCoreType) < 0
+        || PyModule_AddType(module, st->ControllableCoreType) < 0) {
+        return -1;
+    }
+
+    /* Imports from Twisted. */
+    st->defer_module = PyImport_ImportModule("twisted.internet.defer");
+    if (st->defer_module == NULL) {
+        return -1;
+    }
+#define FROM_DEFER(field, name)                                               \
+    st->field = PyObject_GetAttrString(st->defer_module, name);               \
+    if (st->field == NULL) {                                                  \
+        return -1;                                                            \
+    }
+    FROM_DEFER(TwistedDeferred, "Deferred")
+    FROM_DEFER(Failure, "Failure")
+    FROM_DEFER(CancelledError, "CancelledError")
+    FROM_DEFER(AlreadyCalledError, "AlreadyCalledError")
+    FROM_DEFER(DebugInfo, "DebugInfo")
+    FROM_DEFER(passthru, "passthru")
+    FROM_DEFER(failthru, "_failthru")
+    FROM_DEFER(CONTINUE, "_CONTINUE")
+    FROM_DEFER(NONE_KWARGS, "_NONE_KWARGS")
+    FROM_DEFER(deferred_subclasses, "_DEFERRED_SUBCLASSES")
+#undef FROM_DEFER
+    if (!PyList_Check(st->deferred_subclasses)) {
+        PyErr_SetString(PyExc_ImportError,
+                        "twisted.internet.defer._DEFERRED_SUBCLASSES is not a "
+                        "list: unsupported Twisted version");
+        return -1;
+    }
+    st->warnAboutFunction = import_attr("twisted.python.deprecate",
+                                        "warnAboutFunction");
+    st->logCancellerFailure = import_attr("cdeferred._logging",
+                                          "logCancellerFailure");
+    st->recordCreator = import_attr("cdeferred._logging", "recordCreator");
+    st->recordInvoker = import_attr("cdeferred._logging", "recordInvoker");
+    if (st->warnAboutFunction == NULL || st->logCancellerFailure == NULL
+        || st->recordCreator == NULL || st->recordInvoker == NULL) {
+        return -1;
+    }
+
+    if (intern(&st->str_debug, "debug") < 0
+        || intern(&st->str_result, "result") < 0
+        || intern(&st->str_paused, "paused") < 0
+        || intern(&st->str_callbacks, "_callbacks") < 0
+        || intern(&st->str_chainedTo, "_chainedTo") < 0
+        || intern(&st->str_debugInfo, "_debugInfo") < 0
+        || intern(&st->str_failResult, "failResult") < 0
+        || intern(&st->str_cancel, "cancel") < 0
+        || intern(&st->str_runCallbacks, "_runCallbacks") < 0
+        || intern(&st->str_getDebugTracebacks, "_getDebugTracebacks") < 0
+        || intern(&st->str_raiseException, "raiseException") < 0
+        || intern(&st->str_captureVars, "captureVars") < 0) {
+        return -1;
+    }
+    st->kwnames_captureVars = PyTuple_Pack(1, st->str_captureVars);
+    if (st->kwnames_captureVars == NULL) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+PyModuleDef cdef_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "cdeferred._cdeferred",
+    .m_doc = "The C core of cdeferred: DeferredCore and ControllableCore.",
+    .m_size = sizeof(cdef_state),
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__cdeferred(void)
+{
+    return PyModuleDef_Init(&cdef_module_def);
+}
