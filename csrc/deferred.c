@@ -833,7 +833,14 @@ run_link(cdef_state *st, DeferredObject *current, cdef_link *link,
             "Callback returned the Deferred it was attached to; this breaks "
             "the callback chain and will raise an exception in the future.");
         if (r == NULL) {
-            return -1;
+            /* Warnings turned into errors: inside Twisted's try block, so
+             * the error becomes the result, like any raised by a callback. */
+            PyObject *failure = failure_from_error(st, capture_vars);
+            if (failure == NULL) {
+                return -1;
+            }
+            Py_XSETREF(current->d_result, failure);
+            return 0;
         }
         Py_DECREF(r);
     }
