@@ -167,6 +167,8 @@ int cdef_is_failure(cdef_state *st, PyObject *op);
 int cdef_is_deferred(cdef_state *st, PyObject *op);
 
 /* Each returns 0, or -1 with an exception set. */
+PyObject *cdef_deferred_new(PyTypeObject *type, PyObject *args,
+                            PyObject *kwargs);
 int cdef_init(cdef_state *st, DeferredObject *self, PyObject *canceller);
 int cdef_set_chained_to(DeferredObject *self, PyObject *value);
 int cdef_fire(cdef_state *st, DeferredObject *self, PyObject *result);

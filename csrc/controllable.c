@@ -72,6 +72,16 @@ static PyMethodDef deliver_def = {
     PyDoc_STR("Receive the upstream result (internal)."),
 };
 
+static PyObject *
+Controllable_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *self = cdef_deferred_new(type, args, kwargs);
+    if (self != NULL) {
+        ((DeferredObject *)self)->d_flags |= CDEF_CONTROLLABLE;
+    }
+    return self;
+}
+
 static int
 Controllable_init(ControllableObject *self, PyObject *args, PyObject *kwargs)
 {
@@ -189,6 +199,7 @@ static PyType_Slot Controllable_slots[] = {
     {Py_tp_doc, (void *)PyDoc_STR(
                     "ControllableCore(upstream=None, canceller=None)\n--\n\n"
                     "The C core of cdeferred.ControllableDeferred.")},
+    {Py_tp_new, Controllable_new},
     {Py_tp_init, Controllable_init},
     {Py_tp_methods, Controllable_methods},
     {Py_tp_getset, Controllable_getset},

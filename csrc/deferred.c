@@ -91,12 +91,18 @@ debug_enabled(cdef_state *st, DeferredObject *self)
         && tp->tp_version_tag == st->debug_cache_tag) {
         return st->debug_cache_value;
     }
+    int on = 0;
     PyObject *value = PyObject_GetAttr((PyObject *)self, st->str_debug);
-    if (value == NULL) {
+    if (value != NULL) {
+        on = PyObject_IsTrue(value);
+        Py_DECREF(value);
+    }
+    else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear(); /* a bare DeferredCore: Twisted's class is not a base */
+    }
+    else {
         return -1;
     }
-    int on = PyObject_IsTrue(value);
-    Py_DECREF(value);
     if (on >= 0 && no_instance_attrs
         && PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG)) {
         /* Borrowed: a type that dies takes its version tag with it, and
@@ -1736,22 +1742,11 @@ Deferred_repr(DeferredObject *self)
 
 /* =============================================================== init */
 
-static PyObject *
-Deferred_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+/* Everything starts zeroed: pending, no chain, not controllable. */
+PyObject *
+cdef_deferred_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    DeferredObject *self = (DeferredObject *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    cdef_state *st = cdef_state_from_type(type);
-    if (st == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    if (PyType_IsSubtype(type, st->ControllableCoreType)) {
-        self->d_flags |= CDEF_CONTROLLABLE;
-    }
-    return (PyObject *)self;
+    return type->tp_alloc(type, 0);
 }
 
 /* What __init__ does for both types: store the creator's canceller and, when
@@ -2193,7 +2188,7 @@ static PyType_Slot Deferred_slots[] = {
     {Py_tp_doc, (void *)PyDoc_STR(
                     "DeferredCore(canceller=None)\n--\n\n"
                     "The C core of cdeferred.Deferred; use that class.")},
-    {Py_tp_new, Deferred_new},
+    {Py_tp_new, cdef_deferred_new},
     {Py_tp_init, Deferred_init},
     {Py_tp_dealloc, Deferred_dealloc},
     {Py_tp_traverse, Deferred_traverse},
