@@ -10,12 +10,13 @@ Twisted create these Deferreds.
 from . import _pydeferred
 from ._compat import USE_EXTENSIONS
 
-_cimpl = None
 if USE_EXTENSIONS:
     try:
         from . import _cimpl
     except ImportError:  # no compiler at install time, or not CPython
         _cimpl = None
+else:
+    _cimpl = None
 
 _impl = _cimpl if _cimpl is not None else _pydeferred
 
