@@ -175,7 +175,8 @@ int cdef_fire(cdef_state *st, DeferredObject *self, PyObject *result);
 int cdef_errback(cdef_state *st, DeferredObject *self, PyObject *fail);
 int cdef_cancel(cdef_state *st, DeferredObject *self, PyObject *msg);
 int cdef_cancel_any(cdef_state *st, PyObject *deferred, PyObject *msg);
-int cdef_run_link_cancellers(cdef_state *st, DeferredObject *self);
+int cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
+                             PyObject *waiting_on);
 void cdef_drop_links(DeferredObject *self);
 int cdef_creator_canceller(cdef_state *st, DeferredObject *self);
 

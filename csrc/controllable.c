@@ -160,7 +160,7 @@ Controllable_deactivate(ControllableObject *self, PyTypeObject *cls,
     d->d_flags |= CDEF_DEACTIVATED;
     /* The result will never come: every layer frees what it holds for it,
      * innermost first, as cancel() would, but nothing fires. */
-    if (cdef_run_link_cancellers(st, d) < 0
+    if (cdef_run_link_cancellers(st, d, NULL) < 0
         || cdef_creator_canceller(st, d) < 0
         || cdef_controllable_release(st, d, NULL) < 0) {
         return NULL;

@@ -997,6 +997,15 @@ raise_already_called(cdef_state *st, DeferredObject *self, int debug)
     return -1;
 }
 
+/* A ControllableDeferred that fired or was deactivated consumes whatever
+ * is delivered later, silently (the first fire wins). */
+static int
+controllable_swallows(DeferredObject *self)
+{
+    return (self->d_flags & CDEF_CONTROLLABLE)
+           && (self->d_flags & (CDEF_CALLED | CDEF_DEACTIVATED));
+}
+
 /* Twisted's _startRunCallbacks, plus ControllableDeferred's cut: a
  * controllable Deferred that can no longer fire swallows the call, and one
  * fired before its upstream delivered cancels that upstream. */
@@ -1005,7 +1014,7 @@ cdef_fire(cdef_state *st, DeferredObject *self, PyObject *result)
 {
     PyObject *upstream = NULL;
     if (self->d_flags & CDEF_CONTROLLABLE) {
-        if (self->d_flags & (CDEF_CALLED | CDEF_DEACTIVATED)) {
+        if (controllable_swallows(self)) {
             return 0;
         }
         /* Fired before upstream delivered: the cut.  Detach now, so the
@@ -1067,6 +1076,9 @@ int
 cdef_errback(cdef_state *st, DeferredObject *self, PyObject *fail)
 {
     PyObject *failure;
+    if (controllable_swallows(self)) {
+        return 0; /* before building a Failure: there may be no exception */
+    }
     if (fail == NULL || fail == Py_None) {
         int debug = debug_enabled(st, self);
         if (debug < 0) {
@@ -1114,30 +1126,27 @@ call_canceller(cdef_state *st, PyObject *canceller, DeferredObject *self)
     return 0;
 }
 
-/* Take every pending link's canceller out of the chain, last added first.
- * Taking them all before calling any means a canceller that adds or fires
- * links cannot make us run a canceller twice or miss one. */
+/* Take the canceller of the last pending link that has one out of the
+ * chain, so it can run at most once.  NULL without an exception: none left.
+ * One at a time, because a canceller may add links, fire this Deferred or
+ * cancel it again (see test_cancelFromInsideCanceller). */
 static PyObject *
-take_cancellers(cdef_state *st, DeferredObject *self)
+take_last_canceller(cdef_state *st, DeferredObject *self)
 {
-    PyObject *taken = PyList_New(0);
     cdef_chain *chain = self->d_chain;
-    if (taken == NULL || chain == NULL) {
-        return taken;
+    if (chain == NULL) {
+        return NULL;
     }
     if (chain->list == NULL) {
         for (Py_ssize_t i = chain->count - 1; i >= 0; i--) {
             cdef_link *link = &chain->links[chain->head + i];
-            if (link->canceller == NULL) {
-                continue;
+            if (link->canceller != NULL) {
+                PyObject *canceller = link->canceller;
+                link->canceller = NULL;
+                return canceller;
             }
-            if (PyList_Append(taken, link->canceller) < 0) {
-                Py_DECREF(taken);
-                return NULL;
-            }
-            Py_CLEAR(link->canceller);
         }
-        return taken;
+        return NULL;
     }
     PyObject *list = chain->list;
     for (Py_ssize_t i = PyList_GET_SIZE(list) - 1; i >= 0; i--) {
@@ -1145,61 +1154,68 @@ take_cancellers(cdef_state *st, DeferredObject *self)
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
             continue;
         }
+        PyObject *canceller = Py_NewRef(PyTuple_GET_ITEM(item, 2));
         PyObject *pair = PyTuple_GetSlice(item, 0, 2);
-        if (pair == NULL
-            || PyList_Append(taken, PyTuple_GET_ITEM(item, 2)) < 0) {
-            Py_XDECREF(pair);
-            Py_DECREF(taken);
+        if (pair == NULL) {
+            Py_DECREF(canceller);
             return NULL;
         }
-        PyList_SetItem(list, i, pair); /* steals pair, frees item */
+        PyList_SetItem(list, i, pair); /* steals pair, releases item */
+        return canceller;
     }
-    return taken;
+    return NULL;
+}
+
+/* A canceller raised an Exception: log it and let cancellation go on. */
+static int
+report_canceller_failure(cdef_state *st, PyObject *canceller,
+                         DeferredObject *self)
+{
+    PyObject *failure = failure_from_error(st, 0);
+    if (failure == NULL) {
+        return -1;
+    }
+    PyObject *fn = PyTuple_CheckExact(canceller)
+                       ? PyTuple_GET_ITEM(canceller, 0) : canceller;
+    PyObject *r = PyObject_CallFunctionObjArgs(st->logCancellerFailure, failure,
+                                               fn, (PyObject *)self, NULL);
+    Py_DECREF(failure);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
 }
 
 /* Run the cancellers of the links that have not run, last added first (the
- * innermost user frees its resources first).  Stops when one of them gives
- * this Deferred a result: the links further up will then see that result,
- * so their cancellers are dropped like those of links that ran. */
+ * innermost user frees its resources first).  `waiting_on` is the Deferred
+ * this one waits on, or NULL if it has no result yet.  Stops when a canceller
+ * gives this Deferred its result (fires it, or fires what it waits on): the
+ * links further up then see that result, so their cancellers are dropped
+ * like those of links that ran. */
 int
-cdef_run_link_cancellers(cdef_state *st, DeferredObject *self)
+cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
+                         PyObject *waiting_on)
 {
-    int was_called = (self->d_flags & CDEF_CALLED) != 0;
-    PyObject *taken = take_cancellers(st, self);
-    if (taken == NULL) {
-        return -1;
+    for (;;) {
+        int got_result = waiting_on ? self->d_result != waiting_on
+                                    : (self->d_flags & CDEF_CALLED) != 0;
+        if (got_result) {
+            return 0;
+        }
+        PyObject *canceller = take_last_canceller(st, self);
+        if (canceller == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        int rc = call_canceller(st, canceller, self);
+        if (rc < 0 && PyErr_ExceptionMatches(PyExc_Exception)) {
+            rc = report_canceller_failure(st, canceller, self);
+        }
+        Py_DECREF(canceller);
+        if (rc < 0) {
+            return -1; /* KeyboardInterrupt, SystemExit: stop everything */
+        }
     }
-    int rc = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(taken); i++) {
-        if (!was_called && (self->d_flags & CDEF_CALLED)) {
-            break;
-        }
-        PyObject *canceller = PyList_GET_ITEM(taken, i);
-        if (call_canceller(st, canceller, self) == 0) {
-            continue;
-        }
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-            rc = -1; /* KeyboardInterrupt, SystemExit: stop everything */
-            break;
-        }
-        PyObject *failure = failure_from_error(st, 0);
-        if (failure == NULL) {
-            rc = -1;
-            break;
-        }
-        PyObject *fn = PyTuple_CheckExact(canceller)
-                           ? PyTuple_GET_ITEM(canceller, 0) : canceller;
-        PyObject *r = PyObject_CallFunctionObjArgs(
-            st->logCancellerFailure, failure, fn, (PyObject *)self, NULL);
-        Py_DECREF(failure);
-        if (r == NULL) {
-            rc = -1;
-            break;
-        }
-        Py_DECREF(r);
-    }
-    Py_DECREF(taken);
-    return rc;
 }
 
 /* Twisted's handling of Deferred(canceller=...): call it, or, without one,
@@ -1253,7 +1269,7 @@ cdef_cancel(cdef_state *st, DeferredObject *self, PyObject *msg)
         if (self->d_flags & CDEF_DEACTIVATED) {
             return 0;
         }
-        if (cdef_run_link_cancellers(st, self) < 0) {
+        if (cdef_run_link_cancellers(st, self, NULL) < 0) {
             return -1;
         }
         if (!is_called(self) && cdef_creator_canceller(st, self) < 0) {
@@ -1280,8 +1296,8 @@ cdef_cancel(cdef_state *st, DeferredObject *self, PyObject *msg)
         return waiting; /* fired, waiting on nothing: nothing to do */
     }
     Py_INCREF(waiting_on);
-    int rc = cdef_run_link_cancellers(st, self);
-    if (rc == 0) {
+    int rc = cdef_run_link_cancellers(st, self, waiting_on);
+    if (rc == 0 && self->d_result == waiting_on) {
         rc = cdef_cancel_any(st, waiting_on, msg);
     }
     Py_DECREF(waiting_on);
