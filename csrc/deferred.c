@@ -60,6 +60,11 @@ typedef struct {
 int
 cdef_is_failure(cdef_state *st, PyObject *op)
 {
+    /* Failure derives from BaseException (checked at import): one flag test
+     * rejects every ordinary result before the MRO walk. */
+    if (!PyExceptionInstance_Check(op)) {
+        return 0;
+    }
     return PyObject_TypeCheck(op, (PyTypeObject *)st->Failure);
 }
 
@@ -71,6 +76,9 @@ cdef_is_deferred(cdef_state *st, PyObject *op)
 {
     PyObject *subclasses = st->deferred_subclasses;
     PyObject *tp = (PyObject *)Py_TYPE(op);
+    if (!PyType_HasFeature(Py_TYPE(op), Py_TPFLAGS_HEAPTYPE)) {
+        return 0; /* every Deferred class is a class statement's */
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subclasses); i++) {
         if (PyList_GET_ITEM(subclasses, i) == tp) {
             return 1;
@@ -116,18 +124,28 @@ debug_enabled(cdef_state *st, DeferredObject *self)
 
 /* ========================================================= chain storage */
 
+/* The side block, made with room for `capacity` links when it is new. */
 static cdef_chain *
-chain_ensure(DeferredObject *self)
+chain_ensure_capacity(DeferredObject *self, Py_ssize_t capacity)
 {
     if (self->d_chain == NULL) {
-        cdef_chain *chain = PyMem_Calloc(1, offsetof(cdef_chain, links));
+        cdef_chain *chain = PyMem_Calloc(
+            1, offsetof(cdef_chain, links)
+                   + (size_t)capacity * sizeof(cdef_link));
         if (chain == NULL) {
             PyErr_NoMemory();
             return NULL;
         }
+        chain->capacity = capacity;
         self->d_chain = chain;
     }
     return self->d_chain;
+}
+
+static cdef_chain *
+chain_ensure(DeferredObject *self)
+{
+    return chain_ensure_capacity(self, 0);
 }
 
 static void
@@ -396,7 +414,7 @@ chain_materialise(cdef_state *st, DeferredObject *self)
 static int
 chain_push(cdef_state *st, DeferredObject *self, cdef_link *link)
 {
-    cdef_chain *chain = chain_ensure(self);
+    cdef_chain *chain = chain_ensure_capacity(self, LINK_CAPACITY_START);
     if (chain == NULL) {
         link_clear(link);
         return -1;

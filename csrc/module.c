@@ -117,6 +117,14 @@ module_exec(PyObject *module)
     FROM_DEFER(NONE_KWARGS, "_NONE_KWARGS")
     FROM_DEFER(deferred_subclasses, "_DEFERRED_SUBCLASSES")
 #undef FROM_DEFER
+    if (!PyType_Check(st->Failure)
+        || !PyType_IsSubtype((PyTypeObject *)st->Failure,
+                             (PyTypeObject *)PyExc_BaseException)) {
+        PyErr_SetString(PyExc_ImportError,
+                        "twisted.python.failure.Failure does not derive from "
+                        "BaseException: unsupported Twisted version");
+        return -1;
+    }
     if (!PyList_Check(st->deferred_subclasses)) {
         PyErr_SetString(PyExc_ImportError,
                         "twisted.internet.defer._DEFERRED_SUBCLASSES is not a "
