@@ -36,6 +36,7 @@ typedef struct {
     PyObject *defer_module;
     PyObject *TwistedDeferred;    /* the class as defer.py defined it */
     PyObject *Failure;            /* twisted.python.failure.Failure */
+    PyObject *Failure_withoutTraceback; /* its fast constructor, or NULL */
     PyObject *CancelledError;
     PyObject *AlreadyCalledError;
     PyObject *DebugInfo;
