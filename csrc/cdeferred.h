@@ -19,10 +19,12 @@
 #error "cdeferred needs Python 3.9 or newer"
 #endif
 
+/* CDEFERRED_DEBUG=1 builds check the chain invariants (see cdef_chain) after
+ * every change of storage or state; release builds compile them away. */
 #ifdef CDEF_DEBUG
-#define CDEF_ASSERT(cond) assert(cond)
+#define CDEF_ASSERT_CONSISTENT(d) cdef_assert_consistent(d)
 #else
-#define CDEF_ASSERT(cond) ((void)0)
+#define CDEF_ASSERT_CONSISTENT(d) ((void)0)
 #endif
 
 /* ---------------------------------------------------------------- state */
@@ -31,6 +33,7 @@ typedef struct {
     PyTypeObject *DeferredCoreType;
     PyTypeObject *ControllableCoreType;
     PyTypeObject *AwaitIterType;
+    PyTypeObject *PyDeferredType; /* cdeferred._pydeferred.Deferred */
 
     /* Imports from twisted.internet.defer. */
     PyObject *defer_module;
@@ -148,6 +151,10 @@ typedef struct {
 } ControllableObject;
 
 /* ------------------------------------------------------ cross-file API */
+
+#ifdef CDEF_DEBUG
+void cdef_assert_consistent(DeferredObject *self);
+#endif
 
 extern PyModuleDef cdef_module_def;
 

@@ -169,6 +169,7 @@ Controllable_deactivate(ControllableObject *self, PyTypeObject *cls,
     if (d->d_chain != NULL) {
         Py_CLEAR(d->d_chain->canceller);
     }
+    CDEF_ASSERT_CONSISTENT(d);
     Py_RETURN_NONE;
 }
 

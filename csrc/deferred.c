@@ -122,6 +122,47 @@ debug_enabled(cdef_state *st, DeferredObject *self)
     return on;
 }
 
+#ifdef CDEF_DEBUG
+/* The invariants of cdef_chain and of the flags, checked in debug builds. */
+void
+cdef_assert_consistent(DeferredObject *self)
+{
+    cdef_chain *chain = self->d_chain;
+    if (chain != NULL) {
+        assert(chain->head >= 0 && chain->count >= 0);
+        assert(chain->head + chain->count <= chain->capacity);
+        assert(chain->list == NULL || chain->count == 0);
+        assert(chain->list == NULL || PyList_Check(chain->list));
+        for (Py_ssize_t i = 0; i < chain->count; i++) {
+            cdef_link *link = &chain->links[chain->head + i];
+            /* Only a continuation keeps a non-tuple (its waiter) there. */
+            assert(link->callback_args == NULL
+                   || link->callback == link->errback
+                   || PyTuple_Check(link->callback_args));
+            assert(link->callback_kwargs == NULL
+                   || PyDict_Check(link->callback_kwargs));
+            assert(link->errback_kwargs == NULL
+                   || PyDict_Check(link->errback_kwargs));
+        }
+        for (Py_ssize_t i = chain->head + chain->count; i < chain->capacity;
+             i++) {
+            assert(chain->links[i].callback == NULL
+                   && chain->links[i].errback == NULL
+                   && chain->links[i].canceller == NULL);
+        }
+    }
+    assert(!(self->d_flags & CDEF_DEACTIVATED)
+           || (self->d_flags & CDEF_CONTROLLABLE));
+    assert(!(self->d_flags & CDEF_UNHANDLED) || self->d_result != NULL);
+    if (self->d_flags & CDEF_CONTROLLABLE) {
+        ControllableObject *cd = (ControllableObject *)self;
+        /* Fired or deactivated means cut loose from upstream. */
+        assert(cd->cd_upstream == NULL
+               || !(self->d_flags & (CDEF_CALLED | CDEF_DEACTIVATED)));
+    }
+}
+#endif
+
 /* ========================================================= chain storage */
 
 /* The side block, made with room for `capacity` links when it is new. */
@@ -434,6 +475,9 @@ chain_push(cdef_state *st, DeferredObject *self, cdef_link *link)
             /* Links are popped from the front: reuse that room first. */
             memmove(&chain->links[0], &chain->links[chain->head],
                     (size_t)chain->count * sizeof(cdef_link));
+            /* Unused slots stay zeroed: stale copies would look owned. */
+            memset(&chain->links[chain->count], 0,
+                   (size_t)chain->head * sizeof(cdef_link));
             chain->head = 0;
         }
         else {
@@ -448,11 +492,14 @@ chain_push(cdef_state *st, DeferredObject *self, cdef_link *link)
                 return -1;
             }
             chain = self->d_chain = grown;
+            memset(&chain->links[chain->capacity], 0,
+                   (size_t)(capacity - chain->capacity) * sizeof(cdef_link));
             chain->capacity = capacity;
         }
     }
     chain->links[chain->head + chain->count] = *link;
     chain->count++;
+    CDEF_ASSERT_CONSISTENT(self);
     return 0;
 }
 
@@ -488,6 +535,7 @@ chain_pop(cdef_state *st, DeferredObject *self, cdef_link *link)
     if (--chain->count == 0) {
         chain->head = 0;
     }
+    CDEF_ASSERT_CONSISTENT(self);
     return 1;
 }
 
@@ -1000,6 +1048,7 @@ run_callbacks(cdef_state *st, DeferredObject *self)
         PyObject *result = current->d_result;
         rc = set_fail_result(st, current,
                              cdef_is_failure(st, result) ? result : NULL);
+        CDEF_ASSERT_CONSISTENT(current);
         stack.size--;
         Py_DECREF(current);
     }
@@ -1095,6 +1144,7 @@ cdef_fire(cdef_state *st, DeferredObject *self, PyObject *result)
     if (run_callbacks(st, self) < 0) {
         goto error;
     }
+    CDEF_ASSERT_CONSISTENT(self);
     if (upstream != NULL) {
         int rc = cdef_cancel_any(st, upstream, NULL);
         Py_DECREF(upstream);
@@ -1339,13 +1389,16 @@ cdef_cancel(cdef_state *st, DeferredObject *self, PyObject *msg)
     return rc;
 }
 
-/* Cancel any kind of Deferred: ours get the message, others (Twisted's
- * cancel() takes none) are cancelled plainly -- the chain is never cut. */
+/* Cancel any kind of Deferred: cdeferred's (C or the Python reference) get
+ * the message, others (Twisted's cancel() takes none) are cancelled plainly:
+ * the chain is never cut. */
 int
 cdef_cancel_any(cdef_state *st, PyObject *deferred, PyObject *msg)
 {
     PyObject *r;
-    if (msg != NULL && msg != Py_None && cdef_is_core(st, deferred)) {
+    int takes_msg = cdef_is_core(st, deferred)
+                    || PyObject_TypeCheck(deferred, st->PyDeferredType);
+    if (msg != NULL && msg != Py_None && takes_msg) {
         r = PyObject_CallMethodOneArg(deferred, st->str_cancel, msg);
     }
     else {
@@ -1427,23 +1480,24 @@ parse_fn_args_kwargs(const char *fname, const char *name,
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     Py_ssize_t fn_kw = -1;
     *fn = *rest = *kwargs = NULL;
-    if (nargs > 0) {
-        *fn = args[0];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, k),
+                                             name) == 0) {
+            fn_kw = k;
+            break;
+        }
     }
-    else {
-        for (Py_ssize_t k = 0; k < nkw; k++) {
-            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, k),
-                                                 name) == 0) {
-                fn_kw = k;
-                *fn = args[k];
-                break;
-            }
-        }
-        if (*fn == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing required argument '%s'", fname, name);
-            return -1;
-        }
+    if (nargs > 0 && fn_kw >= 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() got multiple values for argument '%s'", fname,
+                     name);
+        return -1;
+    }
+    *fn = nargs > 0 ? args[0] : fn_kw >= 0 ? args[nargs + fn_kw] : NULL;
+    if (*fn == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'",
+                     fname, name);
+        return -1;
     }
     if (nargs > 1) {
         *rest = PyTuple_New(nargs - 1);

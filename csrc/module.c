@@ -16,6 +16,7 @@ get_state(PyObject *module)
 /* The list of fields, once, for traverse/clear/exec to share. */
 #define CDEF_STATE_OBJECTS(X)                                                 \
     X(DeferredCoreType) X(ControllableCoreType) X(AwaitIterType)              \
+    X(PyDeferredType)                                                         \
     X(defer_module) X(TwistedDeferred) X(Failure)                             \
     X(Failure_withoutTraceback) X(CancelledError) X(AlreadyCalledError)       \
     X(DebugInfo) X(passthru) X(failthru) X(CONTINUE) X(NONE_KWARGS)           \
@@ -137,6 +138,16 @@ module_exec(PyObject *module)
         PyErr_SetString(PyExc_ImportError,
                         "twisted.internet.defer._DEFERRED_SUBCLASSES is not a "
                         "list: unsupported Twisted version");
+        return -1;
+    }
+    st->PyDeferredType = (PyTypeObject *)import_attr("cdeferred._pydeferred",
+                                                     "Deferred");
+    if (st->PyDeferredType == NULL) {
+        return -1;
+    }
+    if (!PyType_Check(st->PyDeferredType)) {
+        PyErr_SetString(PyExc_ImportError,
+                        "cdeferred._pydeferred.Deferred is not a class");
         return -1;
     }
     st->warnAboutFunction = import_attr("twisted.python.deprecate",

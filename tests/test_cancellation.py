@@ -372,18 +372,11 @@ def test_waitingOnTwistedDeferredCancelsIt(impl):
     assert seen[0].value.args == ()
 
 
-def test_waitingOnOtherImplementationGetsMessage(impl, request):
+def test_waitingOnOtherImplementationGetsMessage(impl):
     """
     Waiting on a Deferred of the other cdeferred implementation, the inner one is cancelled with
     the message.
     """
-    request.applymarker(
-        pytest.mark.xfail(
-            impl.is_c,
-            reason="BUG: the C core's cdef_cancel_any hands the message only to C Deferreds",
-            strict=True,
-        )
-    )
     others = [
         cls
         for cls in (cdeferred._PyDeferred, cdeferred._CDeferred)
