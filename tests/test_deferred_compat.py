@@ -134,13 +134,8 @@ def test_addErrback_callable_by_keyword_and_args(compat):
     assert d.result is None
 
 
-def test_addCallback_positional_and_keyword_callable_conflict(compat, request):
+def test_addCallback_positional_and_keyword_callable_conflict(compat):
     """Passing the callable positionally and again as ``callback=`` raises TypeError."""
-    xfail_for_c(
-        request, compat,
-        "BUG: parse_fn_args_kwargs lets a positional callable and callback= coexist; "
-        "the keyword is silently passed to the callback",
-    )
     d = compat.Deferred()
     with pytest.raises(TypeError):
         d.addCallback(lambda r, **k: k, callback=1)
