@@ -42,12 +42,6 @@ def consume(d):
     d.addErrback(lambda f: None)
 
 
-def xfail_for_c(request, compat, reason):
-    """Mark this test as a strict expected failure on the C implementations only."""
-    if compat.is_c:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 def unhandled_events(events):
     """The 'Unhandled error in Deferred:' events among captured log events."""
     return [e for e in events if e.get("log_format") == "Unhandled error in Deferred:"]
