@@ -1398,19 +1398,12 @@ cdef_cancel_any(cdef_state *st, PyObject *deferred, PyObject *msg)
     PyObject *r;
     int takes_msg = cdef_is_core(st, deferred)
                     || PyObject_TypeCheck(deferred, st->PyDeferredType);
-    /* C calling C does not count towards the recursion limit: a Deferred
-     * that (through a misuse) waits on itself must end in RecursionError, as
-     * it does in Twisted, not in a C stack overflow. */
-    if (Py_EnterRecursiveCall(" while cancelling a Deferred")) {
-        return -1;
-    }
     if (msg != NULL && msg != Py_None && takes_msg) {
         r = PyObject_CallMethodOneArg(deferred, st->str_cancel, msg);
     }
     else {
         r = PyObject_CallMethodNoArgs(deferred, st->str_cancel);
     }
-    Py_LeaveRecursiveCall();
     if (r == NULL) {
         return -1;
     }
