@@ -885,6 +885,60 @@ run_stack_release(run_stack *stack)
     }
 }
 
+/* Twisted warns when a callback returns the Deferred it is attached to. */
+static int
+warn_returned_self(cdef_state *st, DeferredObject *current, PyObject *fn,
+                   int capture_vars)
+{
+    PyObject *r = PyObject_CallFunction(
+        st->warnAboutFunction, "Os", fn,
+        "Callback returned the Deferred it was attached to; this breaks the "
+        "callback chain and will raise an exception in the future.");
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    /* Warnings turned into errors: inside Twisted's try block, so the error
+     * becomes the result, like any raised by a callback. */
+    PyObject *failure = failure_from_error(st, capture_vars);
+    if (failure == NULL) {
+        return -1;
+    }
+    Py_XSETREF(current->d_result, failure);
+    return 0;
+}
+
+/* A callback returned the Deferred `inner`: take its result if it has one,
+ * otherwise pause `current` and park a continuation on `inner`.  Returns 1
+ * when `current` now waits, 0 when it goes on, -1 on error. */
+static int
+chain_to_returned(cdef_state *st, DeferredObject *current, PyObject *inner)
+{
+    PyObject *inner_result;
+    long inner_paused;
+    if (peek_result(st, inner, &inner_result, &inner_paused) < 0) {
+        return -1;
+    }
+    int rc;
+    if (inner_result == NULL || inner_paused
+        || cdef_is_deferred(st, inner_result)) {
+        current->d_paused++;
+        rc = cdef_set_chained_to(current, inner);
+        if (rc == 0) {
+            rc = append_continuation(st, inner, current);
+        }
+        rc = rc < 0 ? -1 : 1;
+    }
+    else {
+        rc = steal_result(st, inner);
+        if (rc == 0) {
+            Py_XSETREF(current->d_result, Py_NewRef(inner_result));
+        }
+    }
+    Py_XDECREF(inner_result);
+    return rc;
+}
+
 /* Run one link's callback or errback on `current`.  Returns 1 if the loop
  * must stop processing `current` (it now waits on another Deferred), 0 to
  * go on, -1 on an internal error. */
@@ -894,18 +948,27 @@ run_link(cdef_state *st, DeferredObject *current, cdef_link *link,
 {
     int failed = cdef_is_failure(st, current->d_result);
     PyObject *fn = failed ? link->errback : link->callback;
+    PyObject *value;
     if (fn == NULL) {
-        return 0; /* passthru / _failthru */
+        /* passthru / _failthru: nothing to call.  But a Deferred passed
+         * through is chained to, as when Twisted's passthru returns it. */
+        if (failed || !cdef_is_deferred(st, current->d_result)) {
+            return 0;
+        }
+        fn = st->passthru;
+        value = Py_NewRef(current->d_result);
     }
-    PyObject *args = failed ? link->errback_args : link->callback_args;
-    PyObject *kwargs = failed ? link->errback_kwargs : link->callback_kwargs;
-
-    current->d_flags |= CDEF_RUNNING;
-    PyObject *result = current->d_result; /* kept alive by the call below */
-    Py_INCREF(result);
-    PyObject *value = call_with_result(fn, result, args, kwargs);
-    Py_DECREF(result);
-    current->d_flags &= ~CDEF_RUNNING;
+    else {
+        PyObject *args = failed ? link->errback_args : link->callback_args;
+        PyObject *kwargs = failed ? link->errback_kwargs
+                                  : link->callback_kwargs;
+        current->d_flags |= CDEF_RUNNING;
+        PyObject *result = current->d_result; /* kept alive by the call */
+        Py_INCREF(result);
+        value = call_with_result(fn, result, args, kwargs);
+        Py_DECREF(result);
+        current->d_flags &= ~CDEF_RUNNING;
+    }
 
     if (value == NULL) {
         value = failure_from_error(st, capture_vars);
@@ -915,51 +978,15 @@ run_link(cdef_state *st, DeferredObject *current, cdef_link *link,
         Py_XSETREF(current->d_result, value);
         return 0;
     }
-    Py_XSETREF(current->d_result, value);
+    /* d_result owns `value`; Python code run below (a warning filter, a
+     * Deferred's attributes) could replace it, so hold our own reference. */
+    Py_XSETREF(current->d_result, Py_NewRef(value));
+    int rc = 0;
     if (value == (PyObject *)current) {
-        PyObject *r = PyObject_CallFunction(
-            st->warnAboutFunction, "Os", fn,
-            "Callback returned the Deferred it was attached to; this breaks "
-            "the callback chain and will raise an exception in the future.");
-        if (r == NULL) {
-            /* Warnings turned into errors: inside Twisted's try block, so
-             * the error becomes the result, like any raised by a callback. */
-            PyObject *failure = failure_from_error(st, capture_vars);
-            if (failure == NULL) {
-                return -1;
-            }
-            Py_XSETREF(current->d_result, failure);
-            return 0;
-        }
-        Py_DECREF(r);
+        rc = warn_returned_self(st, current, fn, capture_vars);
     }
-    if (!cdef_is_deferred(st, value)) {
-        return 0;
-    }
-    /* The callback returned a Deferred: take its result if it has one,
-     * otherwise pause and wait for it.  `value` is owned by d_result, which
-     * a call below could replace: hold our own reference. */
-    Py_INCREF(value);
-    PyObject *inner_result;
-    long inner_paused;
-    int rc = peek_result(st, value, &inner_result, &inner_paused);
-    if (rc == 0) {
-        if (inner_result == NULL || inner_paused
-            || cdef_is_deferred(st, inner_result)) {
-            current->d_paused++;
-            rc = cdef_set_chained_to(current, value);
-            if (rc == 0) {
-                rc = append_continuation(st, value, current);
-            }
-            rc = rc < 0 ? -1 : 1;
-        }
-        else {
-            rc = steal_result(st, value);
-            if (rc == 0) {
-                Py_XSETREF(current->d_result, Py_NewRef(inner_result));
-            }
-        }
-        Py_XDECREF(inner_result);
+    if (rc == 0 && cdef_is_deferred(st, value)) {
+        rc = chain_to_returned(st, current, value);
     }
     Py_DECREF(value);
     return rc;
@@ -1812,7 +1839,6 @@ Deferred_await(DeferredObject *self)
     if (it == NULL) {
         return NULL;
     }
-    Py_INCREF(st->AwaitIterType); /* instances of heap types own one */
     it->it_deferred = Py_NewRef(self);
     PyObject_GC_Track(it);
     return (PyObject *)it;
