@@ -17,7 +17,8 @@ def _growth(action, repeat=1000):
     before = [sys.getrefcount(obj) for obj in watched]
     for _ in range(repeat):
         action()
-    return [sys.getrefcount(obj) - b for obj, b in zip(watched, before)]
+    after = [sys.getrefcount(obj) for obj in watched]
+    return [a - b for a, b in zip(after, before)]
 
 
 def test_awaitIteratorTypeNotLeaked(impl):
