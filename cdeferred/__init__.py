@@ -27,6 +27,8 @@ Deferred = _impl.Deferred
 ControllableDeferred = _impl.ControllableDeferred
 shield = _impl.shield
 
+from ._install import install, uninstall  # noqa: E402  (needs Deferred above)
+
 # Both implementations, for tests and benchmarks (asyncio's _CFuture/_PyFuture).
 _PyDeferred = _pydeferred.Deferred
 _CDeferred = _cimpl.Deferred if _cimpl is not None else None
@@ -37,6 +39,8 @@ __all__ = [
     "Deferred",
     "ControllableDeferred",
     "shield",
+    "install",
+    "uninstall",
     "IMPLEMENTATION",
     "__version__",
 ]
