@@ -1,0 +1,614 @@
+"""Leak loop for one operation of cdeferred, run in its own interpreter.
+
+    python tests/isolated/leakcheck.py OPERATION [IMPLEMENTATION]
+
+IMPLEMENTATION is ``c`` (default) or ``py``.  The operation runs a few thousand
+times to warm up (free lists, caches, lazily built helpers), then ITERATIONS
+times more; afterwards, with garbage collected:
+
+- ``sys.getrefcount`` of every object the operation uses (its callables,
+  arguments, results, exception instances and the type objects involved) is
+  what it was after the warm-up, give or take REFCOUNT_SLACK;
+- the memory traced by tracemalloc grew by less than MEMORY_BOUND bytes.
+
+A leak of one reference or one small object per iteration breaks one of the
+two by orders of magnitude.  Exit status 0 and "ok" on success; 1 and a report
+otherwise.  ``deliberate-leak`` leaks on purpose: tests/test_leaks.py checks
+that it is caught, so the checker cannot silently go blind.
+"""
+
+import asyncio
+import gc
+import os
+import sys
+import tracemalloc
+
+ITERATIONS = int(os.environ.get("CDEFERRED_LEAK_ITERATIONS", "20000"))
+WARMUP = 2000
+REFCOUNT_SLACK = 10
+MEMORY_BOUND = 100_000
+
+# Where the checked-out package lives (the test passes it on PYTHONPATH too).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from twisted.internet import defer  # noqa: E402
+from twisted.internet.defer import AlreadyCalledError, CancelledError  # noqa: E402
+from twisted.logger import globalLogBeginner  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+
+import cdeferred  # noqa: E402
+
+LOG_EVENTS = [0]
+
+
+def count_log(event):
+    LOG_EVENTS[0] += 1
+
+
+# Log events go to a counter, not to the start-up buffer (which would grow).
+globalLogBeginner.beginLoggingTo([count_log], discardBuffer=True, redirectStandardIO=False)
+
+
+def implementation(name):
+    if name == "c":
+        from cdeferred import _cimpl
+        return _cimpl
+    from cdeferred import _pydeferred
+    return _pydeferred
+
+
+IMPL = implementation(sys.argv[2] if len(sys.argv) > 2 else "c")
+Deferred = IMPL.Deferred
+ControllableDeferred = IMPL.ControllableDeferred
+shield = IMPL.shield
+TwistedDeferred = defer.Deferred
+
+
+class Boom(Exception):
+    pass
+
+
+class Result:
+    """A distinctive result object whose refcount is watched."""
+
+
+RESULT = Result()
+ARG = Result()
+KWARG = Result()
+ERROR = Boom("shared")
+
+
+def callback(result, *args, **kwargs):
+    return result
+
+
+def errback(failure, *args, **kwargs):
+    return None
+
+
+def raising(result):
+    raise Boom("raised")
+
+
+def canceller(d):
+    pass
+
+
+def firing_canceller(d):
+    d.callback(RESULT)
+
+
+def link_canceller(d, *args, **kwargs):
+    pass
+
+
+WATCHED = [
+    Deferred, ControllableDeferred, TwistedDeferred, Failure, Boom, CancelledError,
+    AlreadyCalledError, Result, RESULT, ARG, KWARG, ERROR, callback, errback, raising,
+    canceller, firing_canceller, link_canceller,
+]
+
+OPERATIONS = {}
+
+
+def operation(fn):
+    OPERATIONS[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+# ------------------------------------------------------------------ basics
+
+
+@operation
+def create():
+    Deferred()
+    Deferred(canceller)
+    Deferred(canceller=canceller)
+
+
+@operation
+def add_unfired():
+    d = Deferred()
+    d.addCallback(callback, ARG, key=KWARG)
+    d.addErrback(errback, ARG)
+    d.addBoth(callback, key=KWARG)
+    d.addCallbacks(callback, errback, (ARG,), {"key": KWARG}, (ARG,), {"key": KWARG})
+
+
+@operation
+def add_and_fire():
+    d = Deferred()
+    d.addCallback(callback, ARG, key=KWARG)
+    d.addErrback(errback, ARG)
+    d.addBoth(callback, key=KWARG)
+    d.addCallbacks(callback, errback, (ARG,), {"key": KWARG})
+    d.callback(RESULT)
+    d.addCallback(callback)
+
+
+@operation
+def many_links():
+    d = Deferred()
+    for _ in range(40):
+        d.addCallback(callback, ARG)
+    d.callback(RESULT)
+
+
+@operation
+def errback_handled():
+    d = Deferred()
+    d.addCallback(callback)
+    d.addErrback(errback, ARG)
+    d.errback(ERROR)
+
+
+@operation
+def raising_callback():
+    d = Deferred()
+    d.addCallback(raising)
+    d.addErrback(errback)
+    d.callback(RESULT)
+
+
+@operation
+def errback_current_exception():
+    d = Deferred()
+    try:
+        raise Boom()
+    except Boom:
+        d.errback()
+    d.addErrback(errback)
+
+
+@operation
+def already_called():
+    d = Deferred()
+    d.callback(RESULT)
+    try:
+        d.callback(RESULT)
+    except AlreadyCalledError:
+        pass
+
+
+@operation
+def pause_unpause():
+    d = Deferred()
+    d.pause()
+    d.addCallback(callback)
+    d.callback(RESULT)
+    d.pause()
+    d.addCallback(callback, ARG)
+    d.unpause()
+    d.unpause()
+
+
+@operation
+def callbacks_list():
+    d = Deferred()
+    d.addCallback(callback, ARG)
+    d.addCallbacks(callback, errback, canceller=link_canceller)
+    d._callbacks.append(((callback, (ARG,), {}), (errback, (), {})))
+    d.callback(RESULT)
+    e = Deferred()
+    e.addCallback(callback)
+    e._callbacks = [((callback, (), {"key": KWARG}), (errback, (), {}))]
+    e.callback(RESULT)
+
+
+@operation
+def repr_and_attributes():
+    d = Deferred()
+    repr(d)
+    d.callback(RESULT)
+    repr(d)
+    (d.called, d.paused, d._chainedTo, d._canceller, d._debugInfo, d._runningCallbacks,
+     d._suppressAlreadyCalled, d.result)
+
+
+@operation
+def debugging():
+    defer.setDebugging(True)
+    try:
+        d = Deferred()
+        d.callback(RESULT)
+        try:
+            d.callback(RESULT)
+        except AlreadyCalledError:
+            pass
+    finally:
+        defer.setDebugging(False)
+
+
+# ---------------------------------------------------------------- chaining
+
+
+@operation
+def chain_unfired_inner():
+    outer, inner = Deferred(), Deferred()
+    outer.addCallback(lambda _: inner)
+    outer.addCallback(callback, ARG)
+    outer.callback(RESULT)
+    inner.callback(RESULT)
+
+
+@operation
+def chain_fired_inner():
+    inner = Deferred()
+    inner.callback(RESULT)
+    outer = Deferred()
+    outer.addCallback(lambda _: inner)
+    outer.callback(None)
+
+
+@operation
+def chain_failure():
+    outer, inner = Deferred(), Deferred()
+    outer.addCallback(lambda _: inner)
+    outer.addErrback(errback)
+    outer.callback(None)
+    inner.errback(ERROR)
+
+
+@operation
+def chain_twisted_inner():
+    outer, inner = Deferred(), TwistedDeferred()
+    outer.addCallback(lambda _: inner)
+    outer.callback(None)
+    inner.callback(RESULT)
+
+
+@operation
+def chain_twisted_outer():
+    outer, inner = TwistedDeferred(), Deferred()
+    outer.addCallback(lambda _: inner)
+    outer.callback(None)
+    inner.callback(RESULT)
+
+
+@operation
+def chain_deep():
+    ds = [Deferred() for _ in range(30)]
+    for a, b in zip(ds, ds[1:]):
+        a.addCallback(lambda _, b=b: b)
+    for d in ds[:-1]:
+        d.callback(None)
+    ds[-1].callback(RESULT)
+
+
+@operation
+def chain_deferred():
+    a, b = Deferred(), Deferred()
+    a.chainDeferred(b)
+    b.addCallback(callback)
+    a.callback(RESULT)
+
+
+@operation
+def unfired_cycle():
+    a, b = Deferred(), Deferred()
+    a.addCallback(lambda _: b)
+    b.addCallback(lambda _: a)
+    a.callback(None)
+    b.callback(None)
+
+
+# ------------------------------------------------------------ cancellation
+
+
+@operation
+def cancel_with_canceller():
+    d = Deferred(canceller)
+    d.addErrback(errback)
+    d.cancel()
+
+
+@operation
+def cancel_with_firing_canceller():
+    d = Deferred(firing_canceller)
+    d.cancel()
+
+
+@operation
+def cancel_without_canceller():
+    d = Deferred()
+    d.addErrback(errback)
+    d.cancel()
+    d.callback(RESULT)
+
+
+@operation
+def cancel_link_cancellers():
+    d = Deferred(canceller)
+    d.addCanceller(link_canceller, ARG, key=KWARG)
+    d.addCallbacks(callback, errback, canceller=link_canceller)
+    d.addCanceller(link_canceller)
+    d.addErrback(errback)
+    d.cancel("message")
+
+
+@operation
+def cancel_chained():
+    inner = Deferred(canceller)
+    inner.addCanceller(link_canceller)
+    outer = Deferred()
+    outer.addCallback(lambda _: inner)
+    outer.addCanceller(link_canceller, ARG)
+    outer.addErrback(errback)
+    outer.callback(None)
+    outer.cancel()
+
+
+@operation
+def cancel_raising_link_canceller():
+    d = Deferred()
+    d.addCanceller(raising)
+    d.addErrback(errback)
+    d.cancel()
+
+
+# ------------------------------------------------- ControllableDeferred, shield
+
+
+@operation
+def controllable_early_fire():
+    upstream = Deferred()
+    upstream.addCanceller(link_canceller)
+    c = ControllableDeferred(upstream)
+    c.addCallback(callback)
+    c.callback(RESULT)
+    upstream.callback(RESULT)
+
+
+@operation
+def controllable_early_errback_then_upstream_failure():
+    upstream = Deferred()
+    c = ControllableDeferred(upstream)
+    c.addErrback(errback)
+    c.errback(ERROR)
+    upstream.errback(ERROR)
+
+
+@operation
+def controllable_deactivate():
+    upstream = Deferred()
+    c = ControllableDeferred(upstream, canceller=canceller)
+    c.addCallback(callback)
+    c.addCanceller(link_canceller)
+    c.deactivate()
+    c.active
+    upstream.callback(RESULT)
+
+
+@operation
+def controllable_cancel():
+    upstream = Deferred(canceller)
+    c = ControllableDeferred(upstream)
+    c.addErrback(errback)
+    c.cancel("why")
+
+
+@operation
+def controllable_follows_upstream():
+    upstream = Deferred()
+    c = ControllableDeferred(upstream)
+    c.addCallback(callback)
+    upstream.callback(RESULT)
+    c2 = ControllableDeferred()
+    c2.callback(RESULT)
+
+
+@operation
+def shield_cancelled():
+    d = Deferred(canceller)
+    s = shield(d)
+    s.addErrback(errback)
+    s.cancel()
+    d.callback(RESULT)
+
+
+@operation
+def shield_passes_result():
+    d = Deferred()
+    s = shield(d)
+    s.addCallback(callback)
+    d.callback(RESULT)
+
+
+# ------------------------------------------------------------------- await
+
+
+async def awaiting(d):
+    return await d
+
+
+async def awaiting_failure(d):
+    try:
+        await d
+    except Boom:
+        return RESULT
+
+
+@operation
+def await_in_coroutine():
+    d = Deferred()
+    result = TwistedDeferred.fromCoroutine(awaiting(d))
+    d.callback(RESULT)
+    result.addCallback(callback)
+    fired = Deferred()
+    fired.callback(RESULT)
+    TwistedDeferred.fromCoroutine(awaiting(fired))
+    bad = Deferred()
+    TwistedDeferred.fromCoroutine(awaiting_failure(bad))
+    bad.errback(Boom())  # raised into the coroutine: a shared instance would grow its traceback
+
+
+@operation
+def await_iterator():
+    d = Deferred()
+    it = d.__await__()
+    next(it)
+    d.callback(RESULT)
+    try:
+        next(it)
+    except StopIteration:
+        pass
+    e = Deferred()
+    e.errback(Boom())  # raised here: a shared instance would grow its traceback
+    try:
+        next(iter(e))
+    except Boom:
+        pass
+
+
+LOOP = asyncio.new_event_loop()
+
+
+@operation
+def as_future():
+    d = Deferred()
+    f = d.asFuture(LOOP)
+    d.callback(RESULT)
+    LOOP.run_until_complete(f)
+
+
+# --------------------------------------------------------------- bad input
+
+
+@operation
+def bad_input():
+    d = Deferred()
+    for call in (
+        lambda: d.addCallback(),
+        lambda: d.addErrback(),
+        lambda: d.addCallbacks(),
+        lambda: d.addCanceller(5),
+        lambda: d.addCallbacks(callback, canceller=5),
+        lambda: d.callback(),
+        lambda: d.callback(RESULT, RESULT),
+        lambda: d.cancel(RESULT, RESULT),
+        lambda: d.pause(RESULT),
+        lambda: Deferred(canceller, canceller),
+        lambda: Deferred(bogus=canceller),
+        lambda: ControllableDeferred(upstream=ARG),
+        lambda: ControllableDeferred(canceller=5),
+        lambda: setattr(d, "_callbacks", None) if IMPL.__name__.endswith("_cimpl") else 1 + "",
+        lambda: setattr(d, "paused", "many") if IMPL.__name__.endswith("_cimpl") else 1 + "",
+    ):
+        try:
+            call()
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("no TypeError")
+    d.callback(RESULT)
+
+
+@operation
+def garbage_callbacks_entry():
+    d = Deferred()
+    d._callbacks.append((ARG, KWARG))
+    try:
+        d.callback(RESULT)
+    except TypeError:
+        pass
+
+
+# ------------------------------------------------------- unhandled failures
+
+
+@operation
+def unhandled_failure_logged():
+    d = Deferred()
+    d.errback(ERROR)
+
+
+@operation
+def unhandled_failure_in_cycle_logged():
+    d = Deferred()
+    d.addCallback(raising)
+    d.callback(RESULT)
+    d.me = d
+
+
+# ------------------------------------------------------------ self-check
+
+
+LEAKED = []
+
+
+@operation
+def deliberate_leak():
+    d = Deferred()
+    d.callback(RESULT)
+    LEAKED.append(d)
+
+
+# ------------------------------------------------------------------ runner
+
+
+def measure(op):
+    for _ in range(WARMUP):
+        op()
+    gc.collect()
+    tracemalloc.start()
+    gc.collect()
+    refs_before = [sys.getrefcount(obj) for obj in WATCHED]
+    memory_before = tracemalloc.get_traced_memory()[0]
+    logged_before = LOG_EVENTS[0]
+    for _ in range(ITERATIONS):
+        op()
+    gc.collect()
+    memory_growth = tracemalloc.get_traced_memory()[0] - memory_before
+    refs_after = [sys.getrefcount(obj) for obj in WATCHED]
+    logged = LOG_EVENTS[0] - logged_before
+    tracemalloc.stop()
+    ref_growth = {
+        repr(obj): after - before
+        for obj, before, after in zip(WATCHED, refs_before, refs_after)
+        if abs(after - before) > REFCOUNT_SLACK
+    }
+    return ref_growth, memory_growth, logged
+
+
+def main():
+    name = sys.argv[1]
+    if name == "--list":
+        print("\n".join(OPERATIONS))
+        return 0
+    ref_growth, memory_growth, logged = measure(OPERATIONS[name])
+    problems = []
+    if ref_growth:
+        problems.append(f"refcounts changed over {ITERATIONS} iterations: {ref_growth}")
+    if memory_growth >= MEMORY_BOUND:
+        problems.append(f"traced memory grew by {memory_growth} bytes over {ITERATIONS} iterations")
+    if name.startswith("unhandled") and logged < ITERATIONS:
+        problems.append(f"only {logged} log events for {ITERATIONS} unhandled failures")
+    if problems:
+        print(f"LEAK in {name}: " + "; ".join(problems))
+        return 1
+    print(f"ok {name}: memory {memory_growth:+d} bytes, {logged} log events")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
