@@ -19,6 +19,69 @@
 #error "cdeferred needs Python 3.9 or newer"
 #endif
 
+/* ------------------------------------------------- version shims
+ * Public API that older CPythons lack, written here (no vendored
+ * pythoncapi_compat): the C core builds and loads on 3.9 to 3.13. */
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *
+Py_NewRef(PyObject *op)
+{
+    Py_INCREF(op);
+    return op;
+}
+static inline PyObject *
+Py_XNewRef(PyObject *op)
+{
+    Py_XINCREF(op);
+    return op;
+}
+#define Py_NewRef(op) Py_NewRef((PyObject *)(op))
+#define Py_XNewRef(op) Py_XNewRef((PyObject *)(op))
+#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
+#endif
+
+#if PY_VERSION_HEX < 0x030B0000
+/* The exception being handled (sys.exc_info()), as one object. */
+static inline PyObject *
+PyErr_GetHandledException(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_GetExcInfo(&type, &value, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+static inline void
+PyErr_SetHandledException(PyObject *exc)
+{
+    if (exc == NULL || exc == Py_None) {
+        PyErr_SetExcInfo(NULL, NULL, NULL);
+        return;
+    }
+    PyErr_SetExcInfo(Py_NewRef(Py_TYPE(exc)), Py_NewRef(exc),
+                     PyException_GetTraceback(exc));
+}
+/* The module whose PyModuleDef is `def`, among the heap types of tp's MRO. */
+static inline PyObject *
+PyType_GetModuleByDef(PyTypeObject *tp, PyModuleDef *def)
+{
+    PyObject *mro = tp->tp_mro;
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE)) {
+            continue;
+        }
+        PyObject *module = ((PyHeapTypeObject *)base)->ht_module;
+        if (module != NULL && PyModule_GetDef(module) == def) {
+            return module;
+        }
+    }
+    PyErr_Format(PyExc_TypeError, "no cdeferred module found for type '%s'",
+                 tp->tp_name);
+    return NULL;
+}
+#endif
+
 /* CDEFERRED_DEBUG=1 builds check the chain invariants (see cdef_chain) after
  * every change of storage or state; release builds compile them away. */
 #ifdef CDEF_DEBUG

@@ -83,8 +83,14 @@ module_exec(PyObject *module)
     if (st->DeferredCoreType == NULL) {
         return -1;
     }
+    /* A tuple: 3.9 accepts nothing else for the bases. */
+    PyObject *bases = PyTuple_Pack(1, st->DeferredCoreType);
+    if (bases == NULL) {
+        return -1;
+    }
     st->ControllableCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &cdef_controllable_spec, (PyObject *)st->DeferredCoreType);
+        module, &cdef_controllable_spec, bases);
+    Py_DECREF(bases);
     if (st->ControllableCoreType == NULL) {
         return -1;
     }

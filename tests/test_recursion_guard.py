@@ -5,11 +5,23 @@ overflow.  Each scenario runs in a subprocess so a crash fails the test
 instead of killing the test run.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+import cdeferred
+
+# The subprocess imports the cdeferred this test run imported, installed or not.
+_ENV = dict(
+    os.environ,
+    PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(cdeferred.__file__))]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ),
+)
 
 SCENARIOS = {
     "chainDeferred": """
@@ -66,7 +78,7 @@ def test_deepCChainEndsInRecursionErrorNotACrash(impl, name, tmp_path):
         )
     )
     result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=_ENV
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "survived" in result.stdout
