@@ -182,6 +182,9 @@ def execute(module, program):
                 (event.get("log_format"), failure.type.__name__ if failure is not None else None)
             )
 
+    # Garbage left by earlier programs (or held by Hypothesis while it
+    # shrinks) would log its unhandled errors inside this window: flush it.
+    gc.collect()
     globalLogPublisher.addObserver(observe)
     try:
         run = Run(module)
