@@ -61,6 +61,34 @@ PyErr_SetHandledException(PyObject *exc)
     PyErr_SetExcInfo(Py_NewRef(Py_TYPE(exc)), Py_NewRef(exc),
                      PyException_GetTraceback(exc));
 }
+#endif
+
+#if PY_VERSION_HEX < 0x030A0000
+/* gc.disable()/gc.enable(), returning whether it was enabled. */
+static inline int
+cdef_gc_switch(const char *method)
+{
+    PyObject *gc = PyImport_ImportModule("gc");
+    if (gc == NULL) {
+        PyErr_WriteUnraisable(NULL);
+        return 0;
+    }
+    PyObject *was = PyObject_CallMethod(gc, "isenabled", NULL);
+    PyObject *r = PyObject_CallMethod(gc, method, NULL);
+    Py_DECREF(gc);
+    int enabled = was == Py_True;
+    Py_XDECREF(was);
+    Py_XDECREF(r);
+    if (r == NULL) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    return enabled;
+}
+#define PyGC_Disable() cdef_gc_switch("disable")
+#define PyGC_Enable() cdef_gc_switch("enable")
+#endif
+
+#if PY_VERSION_HEX < 0x030B0000
 /* The module whose PyModuleDef is `def`, among the heap types of tp's MRO. */
 static inline PyObject *
 PyType_GetModuleByDef(PyTypeObject *tp, PyModuleDef *def)
@@ -248,7 +276,7 @@ int cdef_cancel(cdef_state *st, DeferredObject *self, PyObject *msg);
 int cdef_cancel_any(cdef_state *st, PyObject *deferred, PyObject *msg);
 int cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
                              PyObject *waiting_on);
-void cdef_drop_links(DeferredObject *self);
+int cdef_drop_links(DeferredObject *self);
 int cdef_creator_canceller(cdef_state *st, DeferredObject *self);
 
 /* controllable.c */

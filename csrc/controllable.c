@@ -165,7 +165,9 @@ Controllable_deactivate(ControllableObject *self, PyTypeObject *cls,
         || cdef_controllable_release(st, d, NULL) < 0) {
         return NULL;
     }
-    cdef_drop_links(d);
+    if (cdef_drop_links(d) < 0) {
+        return NULL;
+    }
     if (d->d_chain != NULL) {
         Py_CLEAR(d->d_chain->canceller);
     }

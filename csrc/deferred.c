@@ -154,6 +154,7 @@ cdef_assert_consistent(DeferredObject *self)
     assert(!(self->d_flags & CDEF_DEACTIVATED)
            || (self->d_flags & CDEF_CONTROLLABLE));
     assert(!(self->d_flags & CDEF_UNHANDLED) || self->d_result != NULL);
+    assert(!(self->d_flags & CDEF_CALLED) || self->d_result != NULL);
     if (self->d_flags & CDEF_CONTROLLABLE) {
         ControllableObject *cd = (ControllableObject *)self;
         /* Fired or deactivated means cut loose from upstream. */
@@ -420,7 +421,59 @@ link_from_tuple(cdef_state *st, PyObject *item, cdef_link *link)
     return 0;
 }
 
-/* Switch to list mode: the array becomes Twisted's list. */
+/* Move the pending links and the list out of the chain, leaving it empty.
+ * No Python code runs here; the caller releases what it took with
+ * release_detached() once the chain is in the state it wants, because
+ * releasing can run __del__ methods that add links to this very Deferred
+ * (see test_callbacks_reassigned_while_old_links_add_callbacks). */
+typedef struct {
+    cdef_link *links;
+    Py_ssize_t count;
+    PyObject *list;
+} detached_links;
+
+static int
+chain_detach(DeferredObject *self, detached_links *out)
+{
+    cdef_chain *chain = self->d_chain;
+    out->links = NULL;
+    out->count = 0;
+    out->list = NULL;
+    if (chain == NULL) {
+        return 0;
+    }
+    if (chain->count > 0) {
+        out->links = PyMem_Malloc((size_t)chain->count * sizeof(cdef_link));
+        if (out->links == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(out->links, &chain->links[chain->head],
+               (size_t)chain->count * sizeof(cdef_link));
+        memset(&chain->links[chain->head], 0,
+               (size_t)chain->count * sizeof(cdef_link));
+        out->count = chain->count;
+    }
+    chain->head = chain->count = 0;
+    out->list = chain->list;
+    chain->list = NULL;
+    return 0;
+}
+
+static void
+release_detached(detached_links *taken)
+{
+    for (Py_ssize_t i = 0; i < taken->count; i++) {
+        link_clear(&taken->links[i]);
+    }
+    PyMem_Free(taken->links);
+    Py_XDECREF(taken->list);
+}
+
+/* Switch to list mode: the array becomes Twisted's list.  Building the
+ * tuples allocates, and an allocation can start a garbage collection whose
+ * finalizers add links here or fire this Deferred (moving the array under
+ * our feet): the collector is held off while the links are read. */
 static PyObject *
 chain_materialise(cdef_state *st, DeferredObject *self)
 {
@@ -431,24 +484,31 @@ chain_materialise(cdef_state *st, DeferredObject *self)
     if (chain->list != NULL) {
         return chain->list;
     }
+    int gc_was_enabled = PyGC_Disable();
     PyObject *list = PyList_New(chain->count);
-    if (list == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < chain->count; i++) {
+    for (Py_ssize_t i = 0; list != NULL && i < chain->count; i++) {
         PyObject *item = link_to_tuple(st, &chain->links[chain->head + i]);
         if (item == NULL) {
-            Py_DECREF(list);
-            return NULL;
+            Py_CLEAR(list);
+            break;
         }
         PyList_SET_ITEM(list, i, item);
     }
-    for (Py_ssize_t i = 0; i < chain->count; i++) {
-        link_clear(&chain->links[chain->head + i]);
+    detached_links taken;
+    if (list != NULL && chain_detach(self, &taken) < 0) {
+        Py_CLEAR(list);
     }
-    chain->head = chain->count = 0;
-    chain->list = list;
-    return list;
+    if (list != NULL) {
+        self->d_chain->list = list;
+    }
+    if (gc_was_enabled) {
+        PyGC_Enable();
+    }
+    if (list == NULL) {
+        return NULL;
+    }
+    release_detached(&taken);
+    return self->d_chain->list;
 }
 
 /* Append a link, taking ownership of its references (also on failure). */
@@ -539,18 +599,15 @@ chain_pop(cdef_state *st, DeferredObject *self, cdef_link *link)
     return 1;
 }
 
-void
+int
 cdef_drop_links(DeferredObject *self)
 {
-    cdef_chain *chain = self->d_chain;
-    if (chain == NULL) {
-        return;
+    detached_links taken;
+    if (chain_detach(self, &taken) < 0) {
+        return -1;
     }
-    for (Py_ssize_t i = 0; i < chain->count; i++) {
-        link_clear(&chain->links[chain->head + i]);
-    }
-    chain->head = chain->count = 0;
-    Py_CLEAR(chain->list);
+    release_detached(&taken);
+    return 0;
 }
 
 static PyObject *
@@ -610,20 +667,20 @@ debug_info_get(cdef_state *st, DeferredObject *self)
     if (!(self->d_flags & CDEF_UNHANDLED) || self->d_result == NULL) {
         Py_RETURN_NONE;
     }
-    cdef_chain *chain = chain_ensure(self);
-    if (chain == NULL) {
-        return NULL;
-    }
     info = PyObject_CallNoArgs(st->DebugInfo);
     if (info == NULL) {
         return NULL;
     }
-    if (PyObject_SetAttr(info, st->str_failResult, self->d_result) < 0) {
+    PyObject *result = Py_NewRef(self->d_result);
+    int rc = PyObject_SetAttr(info, st->str_failResult, result);
+    Py_DECREF(result);
+    /* Python code ran: only now find the (possibly new) side block. */
+    if (rc < 0 || chain_ensure(self) == NULL) {
         Py_DECREF(info);
         return NULL;
     }
     self->d_flags &= ~CDEF_UNHANDLED;
-    chain->debug_info = Py_NewRef(info);
+    Py_XSETREF(self->d_chain->debug_info, Py_NewRef(info));
     return info;
 }
 
@@ -1029,11 +1086,6 @@ run_callbacks(cdef_state *st, DeferredObject *self)
             break;
         }
         int finished = 1;
-        if (current->d_result == NULL) {
-            /* `called` was set by hand, or `result` deleted: Twisted would
-             * fail on the missing attribute; we carry on with None. */
-            current->d_result = Py_NewRef(Py_None);
-        }
         if (cdef_set_chained_to(current, NULL) < 0) {
             rc = -1;
             break;
@@ -1048,7 +1100,9 @@ run_callbacks(cdef_state *st, DeferredObject *self)
             if (link_is_continuation(st, &link)) {
                 /* Give the waiting Deferred our result and forget it. */
                 PyObject *waiter = link.callback_args;
-                rc = resume_waiter(st, waiter, current->d_result);
+                PyObject *result = Py_NewRef(current->d_result);
+                rc = resume_waiter(st, waiter, result);
+                Py_DECREF(result);
                 if (rc == 0) {
                     Py_XSETREF(current->d_result, Py_NewRef(Py_None));
                     rc = set_fail_result(st, current, NULL);
@@ -1072,9 +1126,10 @@ run_callbacks(cdef_state *st, DeferredObject *self)
             continue;
         }
         /* As much of this chain as can run now has run. */
-        PyObject *result = current->d_result;
+        PyObject *result = Py_NewRef(current->d_result);
         rc = set_fail_result(st, current,
                              cdef_is_failure(st, result) ? result : NULL);
+        Py_DECREF(result);
         CDEF_ASSERT_CONSISTENT(current);
         stack.size--;
         Py_DECREF(current);
@@ -1106,6 +1161,27 @@ raise_already_called(cdef_state *st, DeferredObject *self, int debug)
         Py_DECREF(extra);
     }
     return -1;
+}
+
+/* Debug mode: remember who fired this Deferred, in its DebugInfo. */
+static int
+record_invoker(cdef_state *st, DeferredObject *self)
+{
+    PyObject *info = self->d_chain ? Py_XNewRef(self->d_chain->debug_info)
+                                   : NULL;
+    if (info == NULL) {
+        info = PyObject_CallNoArgs(st->DebugInfo);
+        /* Python code ran: only now find the (possibly new) side block. */
+        if (info == NULL || chain_ensure(self) == NULL) {
+            Py_XDECREF(info);
+            return -1;
+        }
+        Py_XSETREF(self->d_chain->debug_info, Py_NewRef(info));
+    }
+    PyObject *r = PyObject_CallOneArg(st->recordInvoker, info);
+    Py_DECREF(info);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 /* A ControllableDeferred that fired or was deactivated consumes whatever
@@ -1143,23 +1219,8 @@ cdef_fire(cdef_state *st, DeferredObject *self, PyObject *result)
         }
         return raise_already_called(st, self, debug);
     }
-    if (debug) {
-        cdef_chain *chain = chain_ensure(self);
-        if (chain == NULL) {
-            goto error;
-        }
-        if (chain->debug_info == NULL) {
-            chain->debug_info = PyObject_CallNoArgs(st->DebugInfo);
-            if (chain->debug_info == NULL) {
-                goto error;
-            }
-        }
-        PyObject *r = PyObject_CallOneArg(st->recordInvoker,
-                                          chain->debug_info);
-        if (r == NULL) {
-            goto error;
-        }
-        Py_DECREF(r);
+    if (debug && record_invoker(st, self) < 0) {
+        goto error;
     }
     self->d_flags |= CDEF_CALLED;
     /* The canceller is never called after firing; dropping it breaks the
@@ -1266,13 +1327,19 @@ take_last_canceller(cdef_state *st, DeferredObject *self)
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
             continue;
         }
-        PyObject *canceller = Py_NewRef(PyTuple_GET_ITEM(item, 2));
+        /* The slice allocates: no collection (and so no finalizer editing
+         * this list) may run between reading `item` and replacing it. */
+        int gc_was_enabled = PyGC_Disable();
         PyObject *pair = PyTuple_GetSlice(item, 0, 2);
+        if (gc_was_enabled) {
+            PyGC_Enable();
+        }
         if (pair == NULL) {
-            Py_DECREF(canceller);
             return NULL;
         }
-        PyList_SetItem(list, i, pair); /* steals pair, releases item */
+        PyObject *canceller = Py_NewRef(PyTuple_GET_ITEM(item, 2));
+        /* Runs no Python code: every item of `item` is still referenced. */
+        PyList_SetItem(list, i, pair);
         return canceller;
     }
     return NULL;
@@ -1402,13 +1469,13 @@ cdef_cancel(cdef_state *st, DeferredObject *self, PyObject *msg)
         Py_DECREF(failure);
         return rc;
     }
-    PyObject *waiting_on = self->d_result;
-    int waiting = PyObject_IsInstance(waiting_on, st->TwistedDeferred);
-    if (waiting <= 0) {
-        return waiting; /* fired, waiting on nothing: nothing to do */
+    PyObject *waiting_on = Py_NewRef(self->d_result);
+    int rc = PyObject_IsInstance(waiting_on, st->TwistedDeferred);
+    if (rc <= 0) {
+        Py_DECREF(waiting_on);
+        return rc; /* fired, waiting on nothing: nothing to do */
     }
-    Py_INCREF(waiting_on);
-    int rc = cdef_run_link_cancellers(st, self, waiting_on);
+    rc = cdef_run_link_cancellers(st, self, waiting_on);
     if (rc == 0 && self->d_result == waiting_on) {
         rc = cdef_cancel_any(st, waiting_on, msg);
     }
@@ -1758,6 +1825,8 @@ Deferred_unpause(DeferredObject *self, PyTypeObject *cls,
     Py_RETURN_NONE;
 }
 
+static PyObject *get_result(DeferredObject *self, void *closure);
+
 static PyObject *
 Deferred_runCallbacks(DeferredObject *self, PyTypeObject *cls,
                       PyObject *const *args, Py_ssize_t nargs,
@@ -1766,6 +1835,10 @@ Deferred_runCallbacks(DeferredObject *self, PyTypeObject *cls,
     if (parse_args("_runCallbacks", NULL, 0, 0, args, nargs, kwnames, NULL)
         < 0) {
         return NULL;
+    }
+    if (self->d_result == NULL) {
+        /* What Twisted's loop meets first on a Deferred that never fired. */
+        return get_result(self, NULL);
     }
     if (run_callbacks(state_of(cls), self) < 0) {
         return NULL;
@@ -1900,15 +1973,13 @@ cdef_init(cdef_state *st, DeferredObject *self, PyObject *canceller)
         return -1;
     }
     if (debug) {
-        cdef_chain *chain = chain_ensure(self);
-        if (chain == NULL) {
-            return -1;
-        }
         PyObject *info = PyObject_CallNoArgs(st->recordCreator);
-        if (info == NULL) {
+        /* Python code ran: only now find the (possibly new) side block. */
+        if (info == NULL || chain_ensure(self) == NULL) {
+            Py_XDECREF(info);
             return -1;
         }
-        Py_XSETREF(chain->debug_info, info);
+        Py_XSETREF(self->d_chain->debug_info, info);
     }
     return 0;
 }
@@ -1945,11 +2016,18 @@ get_result(DeferredObject *self, void *closure)
     return Py_NewRef(self->d_result);
 }
 
+/* Invariant: a called Deferred has a result (every path that reads it
+ * relies on that), so `del d.result` is refused once it fired. */
 static int
 set_result(DeferredObject *self, PyObject *value, void *closure)
 {
     if (value == NULL && self->d_result == NULL) {
         PyErr_SetString(PyExc_AttributeError, "result");
+        return -1;
+    }
+    if (value == NULL && (self->d_flags & CDEF_CALLED)) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "cannot delete the result of a Deferred that fired");
         return -1;
     }
     Py_XSETREF(self->d_result, Py_XNewRef(value));
@@ -1985,7 +2063,13 @@ get_called(DeferredObject *self, void *closure)
 static int
 set_called(DeferredObject *self, PyObject *value, void *closure)
 {
-    return set_flag(self, value, CDEF_CALLED);
+    if (set_flag(self, value, CDEF_CALLED) < 0) {
+        return -1;
+    }
+    if ((self->d_flags & CDEF_CALLED) && self->d_result == NULL) {
+        self->d_result = Py_NewRef(Py_None); /* see set_result */
+    }
+    return 0;
 }
 
 static PyObject *
@@ -2117,12 +2201,14 @@ set_callbacks(DeferredObject *self, PyObject *value, void *closure)
         PyErr_SetString(PyExc_TypeError, "_callbacks must be a list");
         return -1;
     }
-    cdef_chain *chain = chain_ensure(self);
-    if (chain == NULL) {
+    detached_links taken;
+    if (chain_ensure(self) == NULL || chain_detach(self, &taken) < 0) {
         return -1;
     }
-    cdef_drop_links(self);
-    chain->list = Py_NewRef(value);
+    /* The new list is in place before the old links go: what their
+     * __del__ adds lands in it, as with Twisted's plain attribute. */
+    self->d_chain->list = Py_NewRef(value);
+    release_detached(&taken);
     return 0;
 }
 
@@ -2363,20 +2449,20 @@ AwaitIter_next(AwaitIterObject *it)
     if (st == NULL) {
         return NULL;
     }
-    PyObject *result = d->d_result;
+    PyObject *result = Py_NewRef(d->d_result);
     if (cdef_is_failure(st, result)) {
         /* The awaiting code takes the failure: nothing left to report. */
-        if (set_fail_result(st, d, NULL) < 0) {
-            return NULL;
+        if (set_fail_result(st, d, NULL) == 0) {
+            PyObject *r = PyObject_CallMethodNoArgs(result,
+                                                    st->str_raiseException);
+            Py_XDECREF(r);
         }
-        Py_INCREF(result);
-        PyObject *r = PyObject_CallMethodNoArgs(result, st->str_raiseException);
         Py_DECREF(result);
-        Py_XDECREF(r);
         return NULL;
     }
     /* StopIteration(result), wrapped so a tuple result is not unpacked. */
     PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+    Py_DECREF(result);
     if (stop != NULL) {
         PyErr_SetObject(PyExc_StopIteration, stop);
         Py_DECREF(stop);
