@@ -10,7 +10,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d /tmp/cdeferred-asan.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
-cp -r "$root/setup.py" "$root/pyproject.toml" "$root/README.md" \
+cp -r "$root/setup.py" "$root/pyproject.toml" "$root/README.md" "$root/LICENSE" \
       "$root/csrc" "$root/cdeferred" "$root/tests" "$root/examples" "$work"/
 [ -d "$root/benchmarks" ] && cp -r "$root/benchmarks" "$work"/
 rm -f "$work"/cdeferred/*.so
