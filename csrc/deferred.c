@@ -154,7 +154,6 @@ cdef_assert_consistent(DeferredObject *self)
     assert(!(self->d_flags & CDEF_DEACTIVATED)
            || (self->d_flags & CDEF_CONTROLLABLE));
     assert(!(self->d_flags & CDEF_UNHANDLED) || self->d_result != NULL);
-    assert(!(self->d_flags & CDEF_CALLED) || self->d_result != NULL);
     if (self->d_flags & CDEF_CONTROLLABLE) {
         ControllableObject *cd = (ControllableObject *)self;
         /* Fired or deactivated means cut loose from upstream. */
@@ -163,6 +162,20 @@ cdef_assert_consistent(DeferredObject *self)
     }
 }
 #endif
+
+/* The result, borrowed; or NULL with Twisted's AttributeError when there is
+ * none although the Deferred counts as called (`called` set by hand, `del
+ * d.result`, or code run meanwhile that deleted it). */
+static PyObject *
+require_result(DeferredObject *self)
+{
+    if (self->d_result == NULL) {
+        PyErr_Format(PyExc_AttributeError,
+                     "'%.100s' object has no attribute 'result'",
+                     Py_TYPE(self)->tp_name);
+    }
+    return self->d_result;
+}
 
 /* ========================================================= chain storage */
 
@@ -1003,6 +1016,9 @@ static int
 run_link(cdef_state *st, DeferredObject *current, cdef_link *link,
          int capture_vars)
 {
+    if (require_result(current) == NULL) {
+        return -1;
+    }
     int failed = cdef_is_failure(st, current->d_result);
     PyObject *fn = failed ? link->errback : link->callback;
     PyObject *value;
@@ -1024,6 +1040,12 @@ run_link(cdef_state *st, DeferredObject *current, cdef_link *link,
         Py_INCREF(result);
         value = call_with_result(fn, result, args, kwargs);
         Py_DECREF(result);
+        if (value != NULL) {
+            /* Stored while still "running", as Twisted assigns inside its
+             * try block: a __del__ of the old result that adds callbacks
+             * must not start a nested run. */
+            Py_XSETREF(current->d_result, Py_NewRef(value));
+        }
         current->d_flags &= ~CDEF_RUNNING;
     }
 
@@ -1035,9 +1057,8 @@ run_link(cdef_state *st, DeferredObject *current, cdef_link *link,
         Py_XSETREF(current->d_result, value);
         return 0;
     }
-    /* d_result owns `value`; Python code run below (a warning filter, a
-     * Deferred's attributes) could replace it, so hold our own reference. */
-    Py_XSETREF(current->d_result, Py_NewRef(value));
+    /* d_result holds `value` too, but Python code run below (a warning
+     * filter, a Deferred's attributes) could replace it: ours is kept. */
     int rc = 0;
     if (value == (PyObject *)current) {
         rc = warn_returned_self(st, current, fn, capture_vars);
@@ -1100,9 +1121,9 @@ run_callbacks(cdef_state *st, DeferredObject *self)
             if (link_is_continuation(st, &link)) {
                 /* Give the waiting Deferred our result and forget it. */
                 PyObject *waiter = link.callback_args;
-                PyObject *result = Py_NewRef(current->d_result);
-                rc = resume_waiter(st, waiter, result);
-                Py_DECREF(result);
+                PyObject *result = Py_XNewRef(require_result(current));
+                rc = result ? resume_waiter(st, waiter, result) : -1;
+                Py_XDECREF(result);
                 if (rc == 0) {
                     Py_XSETREF(current->d_result, Py_NewRef(Py_None));
                     rc = set_fail_result(st, current, NULL);
@@ -1126,10 +1147,12 @@ run_callbacks(cdef_state *st, DeferredObject *self)
             continue;
         }
         /* As much of this chain as can run now has run. */
-        PyObject *result = Py_NewRef(current->d_result);
-        rc = set_fail_result(st, current,
-                             cdef_is_failure(st, result) ? result : NULL);
-        Py_DECREF(result);
+        PyObject *result = Py_XNewRef(require_result(current));
+        rc = result ? set_fail_result(st, current,
+                                      cdef_is_failure(st, result) ? result
+                                                                  : NULL)
+                    : -1;
+        Py_XDECREF(result);
         CDEF_ASSERT_CONSISTENT(current);
         stack.size--;
         Py_DECREF(current);
@@ -1402,16 +1425,18 @@ cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
 int
 cdef_creator_canceller(cdef_state *st, DeferredObject *self)
 {
-    PyObject *canceller = self->d_chain ? self->d_chain->canceller : NULL;
+    /* Held: its __bool__ is Python code that may drop it from the chain. */
+    PyObject *canceller = self->d_chain ? Py_XNewRef(self->d_chain->canceller)
+                                        : NULL;
     int truth = canceller ? PyObject_IsTrue(canceller) : 0;
-    if (truth < 0) {
-        return -1;
-    }
-    if (!truth) {
+    if (truth <= 0) {
+        Py_XDECREF(canceller);
+        if (truth < 0) {
+            return -1;
+        }
         self->d_flags |= CDEF_SUPPRESS;
         return 0;
     }
-    Py_INCREF(canceller);
     PyObject *r = PyObject_CallOneArg(canceller, (PyObject *)self);
     Py_DECREF(canceller);
     if (r == NULL) {
@@ -1469,7 +1494,10 @@ cdef_cancel(cdef_state *st, DeferredObject *self, PyObject *msg)
         Py_DECREF(failure);
         return rc;
     }
-    PyObject *waiting_on = Py_NewRef(self->d_result);
+    PyObject *waiting_on = Py_XNewRef(require_result(self));
+    if (waiting_on == NULL) {
+        return -1;
+    }
     int rc = PyObject_IsInstance(waiting_on, st->TwistedDeferred);
     if (rc <= 0) {
         Py_DECREF(waiting_on);
@@ -2016,18 +2044,11 @@ get_result(DeferredObject *self, void *closure)
     return Py_NewRef(self->d_result);
 }
 
-/* Invariant: a called Deferred has a result (every path that reads it
- * relies on that), so `del d.result` is refused once it fired. */
 static int
 set_result(DeferredObject *self, PyObject *value, void *closure)
 {
     if (value == NULL && self->d_result == NULL) {
         PyErr_SetString(PyExc_AttributeError, "result");
-        return -1;
-    }
-    if (value == NULL && (self->d_flags & CDEF_CALLED)) {
-        PyErr_SetString(PyExc_AttributeError,
-                        "cannot delete the result of a Deferred that fired");
         return -1;
     }
     Py_XSETREF(self->d_result, Py_XNewRef(value));
@@ -2063,13 +2084,7 @@ get_called(DeferredObject *self, void *closure)
 static int
 set_called(DeferredObject *self, PyObject *value, void *closure)
 {
-    if (set_flag(self, value, CDEF_CALLED) < 0) {
-        return -1;
-    }
-    if ((self->d_flags & CDEF_CALLED) && self->d_result == NULL) {
-        self->d_result = Py_NewRef(Py_None); /* see set_result */
-    }
-    return 0;
+    return set_flag(self, value, CDEF_CALLED);
 }
 
 static PyObject *
@@ -2449,7 +2464,10 @@ AwaitIter_next(AwaitIterObject *it)
     if (st == NULL) {
         return NULL;
     }
-    PyObject *result = Py_NewRef(d->d_result);
+    PyObject *result = Py_XNewRef(require_result(d));
+    if (result == NULL) {
+        return NULL;
+    }
     if (cdef_is_failure(st, result)) {
         /* The awaiting code takes the failure: nothing left to report. */
         if (set_fail_result(st, d, NULL) == 0) {

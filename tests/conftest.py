@@ -96,5 +96,15 @@ def captured_log():
         globalLogPublisher.removeObserver(events.append)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Without the C core, tests marked ``c_extension`` are skipped, loudly."""
+    if not NO_EXTENSIONS:
+        return
+    skip = pytest.mark.skip(reason="CDEFERRED_NO_EXTENSIONS=1: no C core to test")
+    for item in items:
+        if item.get_closest_marker("c_extension") is not None:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
     return f"cdeferred implementation: {cdeferred.IMPLEMENTATION}"

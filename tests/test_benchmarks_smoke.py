@@ -18,13 +18,26 @@ NO_EXTENSIONS = os.environ.get("CDEFERRED_NO_EXTENSIONS", "") not in ("", "0")
 EXPECTED_IMPLEMENTATIONS = ["twisted"] + ([] if NO_EXTENSIONS else ["c"]) + ["py"]
 
 
+import cdeferred  # noqa: E402
+
+# Run from a scratch directory with the cdeferred this test imported first on
+# the path (in CI an installed one: the checkout has no compiled core), and
+# the checkout after it for the benchmarks package.
+SUBPROCESS_ENV = dict(
+    os.environ,
+    PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(cdeferred.__file__))), ROOT]
+    ),
+)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """One ``--quick`` run in a subprocess: (completed process, JSON results)."""
     path = tmp_path_factory.mktemp("bench") / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=path.parent, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     with open(path, encoding="utf-8") as f:
@@ -96,8 +109,8 @@ def test_text_and_markdown_output(quick_run):
 def test_script_entry_point():
     """``python benchmarks/run.py`` works as well as ``-m``."""
     proc = subprocess.run(
-        [sys.executable, os.path.join("benchmarks", "run.py"), "--list"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--list"],
+        env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     for scenario in SCENARIOS:

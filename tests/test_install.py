@@ -12,6 +12,7 @@ import gc
 import os
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -508,6 +509,7 @@ def test_installFirstInFreshProcess(extensions):
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tempfile.gettempdir(),  # `-c` puts the cwd first on sys.path
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ("c" if extensions == "0" else "python")
@@ -557,6 +559,7 @@ def test_claimsDoNotLeakInFreshProcess(extensions):
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tempfile.gettempdir(),  # `-c` puts the cwd first on sys.path
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
