@@ -12,7 +12,7 @@ returned or the exception raised by each API call, warnings, the state of every
 Deferred after each step (called, paused, result, _chainedTo, repr), and the
 failures reported as unhandled when everything is collected.
 
-CDEFERRED_HYPOTHESIS_EXAMPLES sets the number of examples (default 400).
+CDEFERRED_HYPOTHESIS_EXAMPLES sets the number of examples (default 1500).
 """
 
 import gc
@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 import cdeferred
 
-MAX_EXAMPLES = int(os.environ.get("CDEFERRED_HYPOTHESIS_EXAMPLES", "400"))
+MAX_EXAMPLES = int(os.environ.get("CDEFERRED_HYPOTHESIS_EXAMPLES", "1500"))
 RECURSION_HEADROOM = 250
 
 
@@ -330,6 +330,9 @@ class Run:
             globalLogPublisher.removeObserver(observer)
             if buffer is not None:
                 globalLogPublisher.addObserver(buffer)
+        # What is still alive (hypothesis' own records, growing with every
+        # example) joins the frozen heap, so later collections stay cheap.
+        gc.freeze()
         return sorted(logged, key=repr)
 
 
