@@ -12,6 +12,7 @@ import gc
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from unittest import mock
 
@@ -49,6 +50,7 @@ def run_python(code, timeout=60):
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True, text=True, timeout=timeout, env=env,
+        cwd=tempfile.gettempdir(),  # `-c` puts the cwd, maybe the checkout, first
     )
 
 
