@@ -2055,8 +2055,16 @@ set_result(DeferredObject *self, PyObject *value, void *closure)
     return 0;
 }
 
+/* `called`, `_runningCallbacks` and `_suppressAlreadyCalled` are flag bits;
+ * the getset closure says which. */
+static PyObject *
+get_flag(DeferredObject *self, void *flag)
+{
+    return PyBool_FromLong((self->d_flags & (uint32_t)(uintptr_t)flag) != 0);
+}
+
 static int
-set_flag(DeferredObject *self, PyObject *value, uint32_t flag)
+set_flag(DeferredObject *self, PyObject *value, void *flag)
 {
     if (value == NULL) {
         PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
@@ -2067,48 +2075,12 @@ set_flag(DeferredObject *self, PyObject *value, uint32_t flag)
         return -1;
     }
     if (truth) {
-        self->d_flags |= flag;
+        self->d_flags |= (uint32_t)(uintptr_t)flag;
     }
     else {
-        self->d_flags &= ~flag;
+        self->d_flags &= ~(uint32_t)(uintptr_t)flag;
     }
     return 0;
-}
-
-static PyObject *
-get_called(DeferredObject *self, void *closure)
-{
-    return PyBool_FromLong(self->d_flags & CDEF_CALLED);
-}
-
-static int
-set_called(DeferredObject *self, PyObject *value, void *closure)
-{
-    return set_flag(self, value, CDEF_CALLED);
-}
-
-static PyObject *
-get_running(DeferredObject *self, void *closure)
-{
-    return PyBool_FromLong(self->d_flags & CDEF_RUNNING);
-}
-
-static int
-set_running(DeferredObject *self, PyObject *value, void *closure)
-{
-    return set_flag(self, value, CDEF_RUNNING);
-}
-
-static PyObject *
-get_suppress(DeferredObject *self, void *closure)
-{
-    return PyBool_FromLong(self->d_flags & CDEF_SUPPRESS);
-}
-
-static int
-set_suppress(DeferredObject *self, PyObject *value, void *closure)
-{
-    return set_flag(self, value, CDEF_SUPPRESS);
 }
 
 static PyObject *
@@ -2393,17 +2365,18 @@ static PyMethodDef Deferred_methods[] = {
 static PyGetSetDef Deferred_getset[] = {
     {"result", (getter)get_result, (setter)set_result,
      PyDoc_STR("The current result; absent until fired."), NULL},
-    {"called", (getter)get_called, (setter)set_called, NULL, NULL},
+    {"called", (getter)get_flag, (setter)set_flag, NULL,
+     (void *)(uintptr_t)CDEF_CALLED},
     {"paused", (getter)get_paused, (setter)set_paused, NULL, NULL},
     {"_callbacks", (getter)get_callbacks, (setter)set_callbacks,
      PyDoc_STR("The pending links as Twisted's list of tuples (reading it "
                "switches this Deferred to list storage)."), NULL},
     {"_chainedTo", (getter)get_chainedTo, (setter)set_chainedTo, NULL, NULL},
     {"_canceller", (getter)get_canceller, (setter)set_canceller, NULL, NULL},
-    {"_suppressAlreadyCalled", (getter)get_suppress, (setter)set_suppress,
-     NULL, NULL},
-    {"_runningCallbacks", (getter)get_running, (setter)set_running, NULL,
-     NULL},
+    {"_suppressAlreadyCalled", (getter)get_flag, (setter)set_flag, NULL,
+     (void *)(uintptr_t)CDEF_SUPPRESS},
+    {"_runningCallbacks", (getter)get_flag, (setter)set_flag, NULL,
+     (void *)(uintptr_t)CDEF_RUNNING},
     {"_debugInfo", (getter)get_debugInfo, (setter)set_debugInfo, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
