@@ -1393,8 +1393,8 @@ report_canceller_failure(cdef_state *st, PyObject *canceller,
  * innermost user frees its resources first).  `waiting_on` is the Deferred
  * this one waits on, or NULL if it has no result yet.  Stops when a canceller
  * gives this Deferred its result (fires it, or fires what it waits on): the
- * links further up then see that result, so their cancellers are dropped
- * like those of links that ran. */
+ * links further up then run with that result instead, and lose their
+ * cancellers as links that ran do. */
 int
 cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
                          PyObject *waiting_on)
