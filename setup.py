@@ -33,7 +33,12 @@ if not flag("CDEFERRED_NO_EXTENSIONS") and platform.python_implementation() == "
     ext_modules.append(
         Extension(
             "cdeferred._cdeferred",
-            sources=["csrc/module.c", "csrc/deferred.c", "csrc/controllable.c"],
+            sources=[
+                "csrc/module.c",
+                "csrc/deferred.c",
+                "csrc/controllable.c",
+                "csrc/driver.c",
+            ],
             depends=["csrc/cdeferred.h"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,

@@ -4,7 +4,8 @@ cdeferred: Twisted's Deferred in C, with layered cancellation.
 ``Deferred`` is a drop-in for ``twisted.internet.defer.Deferred`` (it *is* one:
 ``isinstance`` holds and Twisted's own machinery accepts it), plus a third chain
 of cancellers, ``ControllableDeferred`` and ``shield``.  ``install()`` makes all of
-Twisted create these Deferreds.
+Twisted create these Deferreds.  ``ensureDeferred``, ``inlineCallbacks`` and
+``Deferred.fromCoroutine`` drive coroutines in C.
 """
 
 from . import _pydeferred
@@ -26,6 +27,8 @@ IMPLEMENTATION = "c" if _cimpl is not None else "python"
 Deferred = _impl.Deferred
 ControllableDeferred = _impl.ControllableDeferred
 shield = _impl.shield
+ensureDeferred = _impl.ensureDeferred
+inlineCallbacks = _impl.inlineCallbacks
 
 from ._install import install, uninstall  # noqa: E402  (needs Deferred above)
 
@@ -39,6 +42,8 @@ __all__ = [
     "Deferred",
     "ControllableDeferred",
     "shield",
+    "ensureDeferred",
+    "inlineCallbacks",
     "install",
     "uninstall",
     "IMPLEMENTATION",

@@ -27,7 +27,7 @@
 # a function returning "Deferred[R] | R" gives "object"; a lambda returning a
 # Deferred gives "Any".  Annotate such functions, or the variable.
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Literal, Protocol, TypeVar, overload
 
 from twisted.internet.defer import Deferred as _TwistedDeferred
@@ -39,6 +39,8 @@ __all__ = [
     "Deferred",
     "ControllableDeferred",
     "shield",
+    "ensureDeferred",
+    "inlineCallbacks",
     "install",
     "uninstall",
     "IMPLEMENTATION",
@@ -273,6 +275,17 @@ class ControllableDeferred(Deferred[_T]):
 def shield(deferred: _TwistedDeferred[_T]) -> Deferred[_T]:
     """A Deferred that follows ``deferred`` but whose cancellation does not
     reach it."""
+
+def ensureDeferred(
+    coro: Coroutine[Any, Any, _T] | Generator[Any, Any, _T] | _TwistedDeferred[_T],
+) -> _TwistedDeferred[_T]:
+    """Run a coroutine or generator on the C driver; a Deferred is returned as
+    it is."""
+
+def inlineCallbacks(
+    f: Callable[_P, Generator[Any, Any, _T]],
+) -> Callable[_P, _TwistedDeferred[_T]]:
+    """Twisted's inlineCallbacks, driven in C."""
 
 def install(deferred_class: type[_TwistedDeferred[Any]] | None = None) -> None:
     """Make Twisted create cdeferred Deferreds (a no-op when already done)."""

@@ -6,16 +6,33 @@ Twisted's Deferred second, so instances *are* Twisted Deferreds: isinstance
 holds, and Twisted's ``__init_subclass__`` registers the class in
 ``_DEFERRED_SUBCLASSES``, which is how Twisted's own chaining, inlineCallbacks
 and ensureDeferred recognise a Deferred.
+
+Coroutines and inlineCallbacks generators are driven by the C driver
+(``csrc/driver.c``) instead of Twisted's Python trampoline.
 """
+
+from functools import wraps
+from types import GeneratorType
 
 from twisted.internet import defer
 
-from ._cdeferred import ControllableCore, DeferredCore
+from ._cdeferred import ControllableCore, DeferredCore, from_coroutine
 from ._pydeferred import make_shield
 
 
 class Deferred(DeferredCore, defer.Deferred):
     __doc__ = defer.Deferred.__doc__
+
+    @classmethod
+    def fromCoroutine(cls, coro):
+        """
+        Run a coroutine (or generator) that awaits Deferreds; return a
+        Deferred fired with its outcome.  As Twisted's, whatever class it is
+        called on, the Deferred is a plain ``cdeferred.Deferred``.
+
+        @raise NotACoroutineError: C{coro} is not a coroutine or generator.
+        """
+        return from_coroutine(Deferred, coro)
 
 
 class ControllableDeferred(ControllableCore, Deferred):
@@ -26,5 +43,45 @@ class ControllableDeferred(ControllableCore, Deferred):
     """
 
 
+def ensureDeferred(coro):
+    """
+    Twisted's ensureDeferred on the C driver: a Deferred is returned as it is,
+    a coroutine or generator is run by C{Deferred.fromCoroutine}.
+    """
+    if type(coro) in defer._DEFERRED_SUBCLASSES:
+        return coro
+    try:
+        return from_coroutine(Deferred, coro)
+    except defer.NotACoroutineError:
+        raise defer.NotACoroutineError(f"{coro!r} is not a coroutine or a Deferred")
+
+
+def inlineCallbacks(f):
+    """
+    Twisted's inlineCallbacks on the C driver: calling C{f} returns a
+    Deferred fired with what its generator returns (or raises); each
+    C{yield}ed Deferred is waited on and its result sent back in.
+    """
+
+    @wraps(f)
+    def unwindGenerator(*args, **kwargs):
+        try:
+            gen = f(*args, **kwargs)
+        except defer._DefGen_Return:
+            raise TypeError(
+                "inlineCallbacks requires %r to produce a generator; instead"
+                "caught returnValue being used in a non-generator" % (f,)
+            )
+        if not isinstance(gen, GeneratorType):
+            raise TypeError(
+                "inlineCallbacks requires %r to produce a generator; "
+                "instead got %r" % (f, gen)
+            )
+        return from_coroutine(Deferred, gen)
+
+    return unwindGenerator
+
+
 Deferred.__module__ = ControllableDeferred.__module__ = "cdeferred"
+ensureDeferred.__module__ = inlineCallbacks.__module__ = "cdeferred"
 shield = make_shield(Deferred)

@@ -420,3 +420,8 @@ def make_shield(deferred_class):
 
 
 shield = make_shield(Deferred)
+
+# The reference runs coroutines on Twisted's own driver, the behaviour the C
+# driver (csrc/driver.c) is tested against.
+ensureDeferred = _defer.ensureDeferred
+inlineCallbacks = _defer.inlineCallbacks

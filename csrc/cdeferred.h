@@ -110,6 +110,29 @@ PyType_GetModuleByDef(PyTypeObject *tp, PyModuleDef *def)
 }
 #endif
 
+#if PY_VERSION_HEX < 0x030A0000
+/* Resuming a generator or coroutine (3.10's PyIter_Send), through send(). */
+typedef enum {
+    PYGEN_RETURN = 0,
+    PYGEN_ERROR = -1,
+    PYGEN_NEXT = 1,
+} PySendResult;
+
+static inline PySendResult
+PyIter_Send(PyObject *iter, PyObject *arg, PyObject **presult)
+{
+    *presult = PyObject_CallMethod(iter, "send", "O", arg);
+    if (*presult != NULL) {
+        return PYGEN_NEXT;
+    }
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)
+        && _PyGen_FetchStopIterationValue(presult) == 0) {
+        return PYGEN_RETURN;
+    }
+    return PYGEN_ERROR;
+}
+#endif
+
 /* CDEFERRED_DEBUG=1 builds check the chain invariants (see cdef_chain) after
  * every change of storage or state; release builds compile them away. */
 #ifdef CDEF_DEBUG
@@ -124,6 +147,7 @@ typedef struct {
     PyTypeObject *DeferredCoreType;
     PyTypeObject *ControllableCoreType;
     PyTypeObject *AwaitIterType;
+    PyTypeObject *DriverType;
     PyTypeObject *PyDeferredType; /* cdeferred._pydeferred.Deferred */
 
     /* Imports from twisted.internet.defer. */
@@ -139,12 +163,16 @@ typedef struct {
     PyObject *CONTINUE;           /* Twisted's _CONTINUE sentinel */
     PyObject *NONE_KWARGS;        /* Twisted's _NONE_KWARGS */
     PyObject *deferred_subclasses; /* the list behind `type(x) in ...` */
+    PyObject *NotACoroutineError;
+    PyObject *DefGen_Return;      /* what the deprecated returnValue raises */
+    PyObject *iscoroutine;        /* asyncio.iscoroutine, as Twisted uses */
 
     /* Imports from twisted.python and cdeferred's cold-path helpers. */
     PyObject *warnAboutFunction;
     PyObject *logCancellerFailure;
     PyObject *recordCreator;      /* () -> DebugInfo with .creator set */
     PyObject *recordInvoker;      /* (DebugInfo) -> None, sets .invoker */
+    PyObject *warnReturnValue;    /* returnValue() called from elsewhere */
 
     /* Interned attribute names. */
     PyObject *str_debug;
@@ -159,6 +187,13 @@ typedef struct {
     PyObject *str_getDebugTracebacks;
     PyObject *str_raiseException;
     PyObject *str_captureVars;
+    PyObject *str_addBoth;
+    PyObject *str_Deferred;
+    PyObject *str_callback;
+    PyObject *str_errback;
+    PyObject *str_send;
+    PyObject *str_value;
+    PyObject *str_throwExceptionIntoGenerator;
     PyObject *kwnames_captureVars; /* ("captureVars",) for vectorcall */
 
     /* `self.debug` is read on construction and on firing.  Its answer is
@@ -278,6 +313,16 @@ int cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
                              PyObject *waiting_on);
 int cdef_drop_links(DeferredObject *self);
 int cdef_creator_canceller(cdef_state *st, DeferredObject *self);
+int cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner);
+/* -1 on error, else whether `self.debug` is true. */
+int cdef_debug_enabled(cdef_state *st, DeferredObject *self);
+/* New references, or NULL: */
+PyObject *cdef_failure_from_error(cdef_state *st, int capture_vars);
+PyObject *cdef_take_ready_result(cdef_state *st, PyObject *op);
+
+/* driver.c */
+PyObject *cdef_from_coroutine(cdef_state *st, PyObject *deferred_class,
+                              PyObject *coro);
 
 /* controllable.c */
 PyObject *cdef_controllable_take_upstream(DeferredObject *self);
@@ -287,5 +332,7 @@ int cdef_controllable_release(cdef_state *st, DeferredObject *self,
 extern PyType_Spec cdef_deferred_spec;
 extern PyType_Spec cdef_controllable_spec;
 extern PyType_Spec cdef_awaititer_spec;
+extern PyType_Spec cdef_driver_spec;
+extern PyMethodDef cdef_driver_functions[];
 
 #endif /* CDEFERRED_H */

@@ -88,8 +88,8 @@ cdef_is_deferred(cdef_state *st, PyObject *op)
 }
 
 /* `self.debug`, as Twisted reads it; see cdef_state.debug_cache_*. */
-static int
-debug_enabled(cdef_state *st, DeferredObject *self)
+int
+cdef_debug_enabled(cdef_state *st, DeferredObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     int no_instance_attrs = self->d_dict == NULL
@@ -741,8 +741,8 @@ call_with_result(PyObject *fn, PyObject *first, PyObject *args,
 /* Failure(captureVars=...), built from the exception that is set now.
  * Twisted builds it inside `except BaseException:`, from sys.exc_info(), so
  * the exception is made the handled one for the duration of the call. */
-static PyObject *
-failure_from_error(cdef_state *st, int capture_vars)
+PyObject *
+cdef_failure_from_error(cdef_state *st, int capture_vars)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
@@ -970,7 +970,7 @@ warn_returned_self(cdef_state *st, DeferredObject *current, PyObject *fn,
     }
     /* Warnings turned into errors: inside Twisted's try block, so the error
      * becomes the result, like any raised by a callback. */
-    PyObject *failure = failure_from_error(st, capture_vars);
+    PyObject *failure = cdef_failure_from_error(st, capture_vars);
     if (failure == NULL) {
         return -1;
     }
@@ -1050,7 +1050,7 @@ run_link(cdef_state *st, DeferredObject *current, cdef_link *link,
     }
 
     if (value == NULL) {
-        value = failure_from_error(st, capture_vars);
+        value = cdef_failure_from_error(st, capture_vars);
         if (value == NULL) {
             return -1;
         }
@@ -1077,7 +1077,7 @@ run_callbacks(cdef_state *st, DeferredObject *self)
     if (self->d_flags & CDEF_RUNNING) {
         return 0; /* already running further up the stack */
     }
-    int capture_vars = debug_enabled(st, self);
+    int capture_vars = cdef_debug_enabled(st, self);
     if (capture_vars < 0) {
         return -1;
     }
@@ -1231,7 +1231,7 @@ cdef_fire(cdef_state *st, DeferredObject *self, PyObject *result)
          * delivery its cancellation causes is swallowed; cancel after. */
         upstream = cdef_controllable_take_upstream(self);
     }
-    int debug = debug_enabled(st, self);
+    int debug = cdef_debug_enabled(st, self);
     if (debug < 0) {
         goto error;
     }
@@ -1276,7 +1276,7 @@ cdef_errback(cdef_state *st, DeferredObject *self, PyObject *fail)
         return 0; /* before building a Failure: there may be no exception */
     }
     if (fail == NULL || fail == Py_None) {
-        int debug = debug_enabled(st, self);
+        int debug = cdef_debug_enabled(st, self);
         if (debug < 0) {
             return -1;
         }
@@ -1297,6 +1297,55 @@ cdef_errback(cdef_state *st, DeferredObject *self, PyObject *fail)
     int rc = cdef_fire(st, self, failure);
     Py_DECREF(failure);
     return rc;
+}
+
+/* Fire `self` with what the Deferred `inner` delivers, as if a callback of
+ * self had returned inner: its result now if it has one, else when it comes.
+ * (The coroutine driver's cancellation hands a cancelled Deferred over to a
+ * fresh one this way.) */
+int
+cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner)
+{
+    if (self->d_flags & CDEF_CALLED) {
+        return raise_already_called(st, self, 0);
+    }
+    self->d_flags |= CDEF_CALLED;
+    if (self->d_chain != NULL) {
+        Py_CLEAR(self->d_chain->canceller);
+    }
+    Py_XSETREF(self->d_result, Py_NewRef(inner));
+    int rc = chain_to_returned(st, self, inner);
+    if (rc == 0) {
+        rc = run_callbacks(st, self);
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* What addBoth(f) would hand f at once -- taken as a callback returning
+ * None takes it: `op` keeps None and its Failure counts as handled.  Only
+ * for one of ours with a result, not paused, running or holding links;
+ * otherwise NULL without an exception, and the caller goes through addBoth. */
+PyObject *
+cdef_take_ready_result(cdef_state *st, PyObject *op)
+{
+    if (!cdef_is_core(st, op)) {
+        return NULL;
+    }
+    DeferredObject *d = (DeferredObject *)op;
+    cdef_chain *chain = d->d_chain;
+    if (!(d->d_flags & CDEF_CALLED) || (d->d_flags & CDEF_RUNNING)
+        || d->d_paused != 0 || d->d_result == NULL
+        || (chain != NULL && (chain->count != 0 || chain->list != NULL))
+        || cdef_is_deferred(st, d->d_result)) {
+        return NULL;
+    }
+    PyObject *result = d->d_result;
+    d->d_result = Py_NewRef(Py_None);
+    if (cdef_set_chained_to(d, NULL) < 0 || set_fail_result(st, d, NULL) < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
 }
 
 /* ========================================================== cancellation */
@@ -1373,7 +1422,7 @@ static int
 report_canceller_failure(cdef_state *st, PyObject *canceller,
                          DeferredObject *self)
 {
-    PyObject *failure = failure_from_error(st, 0);
+    PyObject *failure = cdef_failure_from_error(st, 0);
     if (failure == NULL) {
         return -1;
     }
@@ -1996,7 +2045,7 @@ cdef_init(cdef_state *st, DeferredObject *self, PyObject *canceller)
         }
         Py_XSETREF(chain->canceller, Py_XNewRef(canceller));
     }
-    int debug = debug_enabled(st, self);
+    int debug = cdef_debug_enabled(st, self);
     if (debug < 0) {
         return -1;
     }
@@ -2423,23 +2472,26 @@ PyType_Spec cdef_deferred_spec = {
  * fromCoroutine) can wait on it; then return the result, or raise the
  * Failure's exception into the coroutine. */
 
-static PyObject *
-AwaitIter_next(AwaitIterObject *it)
+static PySendResult
+AwaitIter_step(AwaitIterObject *it, PyObject **presult)
 {
     DeferredObject *d = (DeferredObject *)it->it_deferred;
+    *presult = NULL;
     if (d == NULL) {
-        return NULL; /* cleared by the GC: exhausted */
+        *presult = Py_NewRef(Py_None); /* cleared by the GC: exhausted */
+        return PYGEN_RETURN;
     }
     if (!(d->d_flags & CDEF_CALLED) || d->d_paused) {
-        return Py_NewRef(d);
+        *presult = Py_NewRef(d);
+        return PYGEN_NEXT;
     }
     cdef_state *st = cdef_state_from_type(Py_TYPE(it));
     if (st == NULL) {
-        return NULL;
+        return PYGEN_ERROR;
     }
     PyObject *result = Py_XNewRef(require_result(d));
     if (result == NULL) {
-        return NULL;
+        return PYGEN_ERROR;
     }
     if (cdef_is_failure(st, result)) {
         /* The awaiting code takes the failure: nothing left to report. */
@@ -2449,7 +2501,19 @@ AwaitIter_next(AwaitIterObject *it)
             Py_XDECREF(r);
         }
         Py_DECREF(result);
-        return NULL;
+        return PYGEN_ERROR;
+    }
+    *presult = result;
+    return PYGEN_RETURN;
+}
+
+static PyObject *
+AwaitIter_next(AwaitIterObject *it)
+{
+    PyObject *result;
+    PySendResult status = AwaitIter_step(it, &result);
+    if (status != PYGEN_RETURN) {
+        return result; /* yielded, or NULL with the error set */
     }
     /* StopIteration(result), wrapped so a tuple result is not unpacked. */
     PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
@@ -2460,6 +2524,17 @@ AwaitIter_next(AwaitIterObject *it)
     }
     return NULL;
 }
+
+#if PY_VERSION_HEX >= 0x030A0000
+/* `await d` from a coroutine goes through here (PyIter_Send): the result
+ * comes back without a StopIteration being made and caught. */
+static PySendResult
+AwaitIter_am_send(AwaitIterObject *it, PyObject *Py_UNUSED(value),
+                  PyObject **presult)
+{
+    return AwaitIter_step(it, presult);
+}
+#endif
 
 /* The value sent in is ignored: the Deferred holds the result. */
 static PyObject *
@@ -2501,6 +2576,9 @@ static PyMethodDef AwaitIter_methods[] = {
 static PyType_Slot AwaitIter_slots[] = {
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, AwaitIter_next},
+#if PY_VERSION_HEX >= 0x030A0000
+    {Py_am_send, AwaitIter_am_send},
+#endif
     {Py_tp_methods, AwaitIter_methods},
     {Py_tp_traverse, AwaitIter_traverse},
     {Py_tp_clear, AwaitIter_clear},

@@ -15,17 +15,19 @@ get_state(PyObject *module)
 
 /* The list of fields, once, for traverse/clear/exec to share. */
 #define CDEF_STATE_OBJECTS(X)                                                 \
-    X(DeferredCoreType) X(ControllableCoreType) X(AwaitIterType)              \
+    X(DeferredCoreType) X(ControllableCoreType) X(AwaitIterType) X(DriverType) \
     X(PyDeferredType)                                                         \
     X(defer_module) X(TwistedDeferred) X(Failure)                             \
     X(Failure_withoutTraceback) X(CancelledError) X(AlreadyCalledError)       \
     X(DebugInfo) X(passthru) X(failthru) X(CONTINUE) X(NONE_KWARGS)           \
-    X(deferred_subclasses) X(warnAboutFunction) X(logCancellerFailure)        \
+    X(deferred_subclasses) X(NotACoroutineError) X(DefGen_Return)          \
+    X(iscoroutine) X(warnReturnValue) X(warnAboutFunction) X(logCancellerFailure)        \
     X(recordCreator) X(recordInvoker) X(str_debug) X(str_result)              \
     X(str_paused) X(str_callbacks) X(str_chainedTo) X(str_debugInfo)          \
     X(str_failResult) X(str_cancel) X(str_runCallbacks)                       \
     X(str_getDebugTracebacks) X(str_raiseException) X(str_captureVars)        \
-    X(kwnames_captureVars)
+    X(kwnames_captureVars) X(str_addBoth) X(str_Deferred) X(str_callback) X(str_errback)     \
+    X(str_send) X(str_value) X(str_throwExceptionIntoGenerator)
 
 static int
 module_traverse(PyObject *module, visitproc visit, void *arg)
@@ -99,6 +101,12 @@ module_exec(PyObject *module)
     if (st->AwaitIterType == NULL) {
         return -1;
     }
+    st->DriverType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &cdef_driver_spec, NULL);
+    if (st->DriverType == NULL
+        || PyModule_AddFunctions(module, cdef_driver_functions) < 0) {
+        return -1;
+    }
     if (PyModule_AddType(module, st->DeferredCoreType) < 0
         || PyModule_AddType(module, st->ControllableCoreType) < 0) {
         return -1;
@@ -124,6 +132,9 @@ module_exec(PyObject *module)
     FROM_DEFER(CONTINUE, "_CONTINUE")
     FROM_DEFER(NONE_KWARGS, "_NONE_KWARGS")
     FROM_DEFER(deferred_subclasses, "_DEFERRED_SUBCLASSES")
+    FROM_DEFER(NotACoroutineError, "NotACoroutineError")
+    FROM_DEFER(DefGen_Return, "_DefGen_Return")
+    FROM_DEFER(iscoroutine, "iscoroutine")
 #undef FROM_DEFER
     /* A private but long-standing helper (Twisted 22.8+); without it every
      * Failure goes through Failure.__init__, which is only slower. */
@@ -162,8 +173,11 @@ module_exec(PyObject *module)
                                           "logCancellerFailure");
     st->recordCreator = import_attr("cdeferred._logging", "recordCreator");
     st->recordInvoker = import_attr("cdeferred._logging", "recordInvoker");
+    st->warnReturnValue = import_attr("cdeferred._logging",
+                                      "warnReturnValue");
     if (st->warnAboutFunction == NULL || st->logCancellerFailure == NULL
-        || st->recordCreator == NULL || st->recordInvoker == NULL) {
+        || st->recordCreator == NULL || st->recordInvoker == NULL
+        || st->warnReturnValue == NULL) {
         return -1;
     }
 
@@ -178,7 +192,15 @@ module_exec(PyObject *module)
         || intern(&st->str_runCallbacks, "_runCallbacks") < 0
         || intern(&st->str_getDebugTracebacks, "_getDebugTracebacks") < 0
         || intern(&st->str_raiseException, "raiseException") < 0
-        || intern(&st->str_captureVars, "captureVars") < 0) {
+        || intern(&st->str_captureVars, "captureVars") < 0
+        || intern(&st->str_addBoth, "addBoth") < 0
+        || intern(&st->str_Deferred, "Deferred") < 0
+        || intern(&st->str_callback, "callback") < 0
+        || intern(&st->str_errback, "errback") < 0
+        || intern(&st->str_send, "send") < 0
+        || intern(&st->str_value, "value") < 0
+        || intern(&st->str_throwExceptionIntoGenerator,
+                  "throwExceptionIntoGenerator") < 0) {
         return -1;
     }
     st->kwnames_captureVars = PyTuple_Pack(1, st->str_captureVars);
@@ -196,7 +218,8 @@ static PyModuleDef_Slot module_slots[] = {
 PyModuleDef cdef_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "cdeferred._cdeferred",
-    .m_doc = "The C core of cdeferred: DeferredCore and ControllableCore.",
+    .m_doc = "The C core of cdeferred: DeferredCore, ControllableCore and the "
+             "coroutine driver.",
     .m_size = sizeof(cdef_state),
     .m_slots = module_slots,
     .m_traverse = module_traverse,
