@@ -37,6 +37,7 @@ if not flag("CDEFERRED_NO_EXTENSIONS") and platform.python_implementation() == "
                 "csrc/module.c",
                 "csrc/deferred.c",
                 "csrc/controllable.c",
+                "csrc/deferredlist.c",
                 "csrc/driver.c",
             ],
             depends=["csrc/cdeferred.h"],

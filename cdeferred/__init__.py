@@ -5,7 +5,8 @@ cdeferred: Twisted's Deferred in C, with layered cancellation.
 ``isinstance`` holds and Twisted's own machinery accepts it), plus a third chain
 of cancellers, ``ControllableDeferred`` and ``shield``.  ``install()`` makes all of
 Twisted create these Deferreds.  ``ensureDeferred``, ``inlineCallbacks`` and
-``Deferred.fromCoroutine`` drive coroutines in C.
+``Deferred.fromCoroutine`` drive coroutines in C; ``DeferredList`` and
+``gatherResults`` collect in C.
 """
 
 from . import _pydeferred
@@ -27,6 +28,8 @@ IMPLEMENTATION = "c" if _cimpl is not None else "python"
 Deferred = _impl.Deferred
 ControllableDeferred = _impl.ControllableDeferred
 shield = _impl.shield
+DeferredList = _impl.DeferredList
+gatherResults = _impl.gatherResults
 ensureDeferred = _impl.ensureDeferred
 inlineCallbacks = _impl.inlineCallbacks
 
@@ -42,6 +45,8 @@ __all__ = [
     "Deferred",
     "ControllableDeferred",
     "shield",
+    "DeferredList",
+    "gatherResults",
     "ensureDeferred",
     "inlineCallbacks",
     "install",

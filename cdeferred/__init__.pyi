@@ -27,10 +27,11 @@
 # a function returning "Deferred[R] | R" gives "object"; a lambda returning a
 # Deferred gives "Any".  Annotate such functions, or the variable.
 
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from typing import Any, Literal, Protocol, TypeVar, overload
 
 from twisted.internet.defer import Deferred as _TwistedDeferred
+from twisted.internet.defer import DeferredList as _TwistedDeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from typing_extensions import Concatenate, ParamSpec, Self
@@ -39,6 +40,8 @@ __all__ = [
     "Deferred",
     "ControllableDeferred",
     "shield",
+    "DeferredList",
+    "gatherResults",
     "ensureDeferred",
     "inlineCallbacks",
     "install",
@@ -275,6 +278,15 @@ class ControllableDeferred(Deferred[_T]):
 def shield(deferred: _TwistedDeferred[_T]) -> Deferred[_T]:
     """A Deferred that follows ``deferred`` but whose cancellation does not
     reach it."""
+
+# Twisted's DeferredList as type checkers see it (overloads on
+# fireOnOneCallback); on the C core it collects in C.
+DeferredList = _TwistedDeferredList
+
+def gatherResults(
+    deferredList: Iterable[_TwistedDeferred[_T]], consumeErrors: bool = False
+) -> _TwistedDeferred[list[_T]]:
+    """A Deferred fired with the list of results, or with the first failure."""
 
 def ensureDeferred(
     coro: Coroutine[Any, Any, _T] | Generator[Any, Any, _T] | _TwistedDeferred[_T],

@@ -8,7 +8,8 @@ holds, and Twisted's ``__init_subclass__`` registers the class in
 and ensureDeferred recognise a Deferred.
 
 Coroutines and inlineCallbacks generators are driven by the C driver
-(``csrc/driver.c``) instead of Twisted's Python trampoline.
+(``csrc/driver.c``) instead of Twisted's Python trampoline, and
+``DeferredList``/``gatherResults`` collect in C (``csrc/deferredlist.c``).
 """
 
 from functools import wraps
@@ -16,7 +17,7 @@ from types import GeneratorType
 
 from twisted.internet import defer
 
-from ._cdeferred import ControllableCore, DeferredCore, from_coroutine
+from ._cdeferred import ControllableCore, DeferredCore, DeferredListCore, from_coroutine
 from ._pydeferred import make_shield
 
 
@@ -41,6 +42,20 @@ class ControllableDeferred(ControllableCore, Deferred):
     it; in each case the upstream Deferred it follows is cancelled, and what
     upstream delivers afterwards is swallowed.
     """
+
+
+class DeferredList(DeferredListCore, Deferred, defer.DeferredList):
+    __doc__ = defer.DeferredList.__doc__
+
+
+def gatherResults(deferredList, consumeErrors=False):
+    """
+    Twisted's gatherResults on the C DeferredList: a Deferred fired with the
+    list of results, or with the first failure (a L{defer.FirstError}).
+    """
+    return DeferredList(
+        deferredList, fireOnOneErrback=True, consumeErrors=consumeErrors
+    ).addCallback(defer._parseDeferredListResult)
 
 
 def ensureDeferred(coro):
@@ -82,6 +97,14 @@ def inlineCallbacks(f):
     return unwindGenerator
 
 
-Deferred.__module__ = ControllableDeferred.__module__ = "cdeferred"
-ensureDeferred.__module__ = inlineCallbacks.__module__ = "cdeferred"
+for _public in (
+    Deferred,
+    ControllableDeferred,
+    DeferredList,
+    gatherResults,
+    ensureDeferred,
+    inlineCallbacks,
+):
+    _public.__module__ = "cdeferred"
+del _public
 shield = make_shield(Deferred)

@@ -12,9 +12,11 @@ Twisted's own ``__init_subclass__``), so install() only rebinds names:
   ``Deferred`` up as a module global when it is called, so from then on they
   all build cdeferred Deferreds.
 - ``twisted.internet.defer.DeferredList`` becomes a stand-in too: a subclass
-  of the Deferred stand-in whose namespace holds the very functions of
-  Twisted's DeferredList (nothing is copied or rewritten).  Those functions
-  also look ``Deferred`` up as a global, so they follow the rebinding.
+  of the Deferred stand-in.  On the C core its methods are the C
+  DeferredList's (``DeferredListCore``, listed first); on the reference its
+  namespace holds the very functions of Twisted's DeferredList (nothing is
+  copied or rewritten), which look ``Deferred`` up as a global and so follow
+  the rebinding.
 - Twisted's original class cannot be given a new base (``__bases__``
   assignment fails: the layouts differ), so ``_DEFERRED_SUBCLASSES`` is kept
   the same list object and reordered in place to begin with
@@ -168,11 +170,28 @@ def _defaultDeferredClass():
     return cdeferred.Deferred
 
 
+def _deferredCore():
+    from ._cdeferred import DeferredCore
+
+    return DeferredCore
+
+
+def _deferredListCore():
+    """The C DeferredList core, or None on the pure-Python reference."""
+    import cdeferred
+
+    if cdeferred._cimpl is None:
+        return None
+    from ._cdeferred import DeferredListCore
+
+    return DeferredListCore
+
+
 def _makeStandIns(base):
     """
     The two stand-ins for C{base}: C{Deferred} (a subclass of C{base}) and
-    C{DeferredList} (a subclass of the first, with Twisted's DeferredList
-    functions).  Creating them appends them to C{_DEFERRED_SUBCLASSES}
+    C{DeferredList} (a subclass of the first, with the C DeferredList core
+    or, on the reference, Twisted's DeferredList functions).  Creating them appends them to C{_DEFERRED_SUBCLASSES}
     (Twisted's C{__init_subclass__}).
     """
     deferred = _StandInMeta(
@@ -189,9 +208,16 @@ def _makeStandIns(base):
         for name, value in vars(_TwistedDeferredList).items()
         if name not in _NOT_COPIED
     }
+    bases = (deferred,)
+    listCore = _deferredListCore()
+    if listCore is not None and issubclass(base, _deferredCore()):
+        # The C core has DeferredList's methods in C: they go first, and
+        # Twisted's functions stay out of the way.
+        namespace = {"__doc__": _TwistedDeferredList.__doc__}
+        bases = (listCore, deferred)
     namespace["__module__"] = __name__
     namespace["__qualname__"] = "DeferredList"
-    deferredList = _StandInMeta("DeferredList", (deferred,), namespace)
+    deferredList = _StandInMeta("DeferredList", bases, namespace)
     _STANDS_FOR[deferred] = _TwistedDeferred
     _STANDS_FOR[deferredList] = _TwistedDeferredList
     return deferred, deferredList

@@ -421,7 +421,10 @@ def make_shield(deferred_class):
 
 shield = make_shield(Deferred)
 
-# The reference runs coroutines on Twisted's own driver, the behaviour the C
-# driver (csrc/driver.c) is tested against.
+# The reference runs coroutines on Twisted's own driver and collects with
+# Twisted's DeferredList: the behaviour the C driver (csrc/driver.c) and the C
+# DeferredList (csrc/deferredlist.c) are tested against.
 ensureDeferred = _defer.ensureDeferred
 inlineCallbacks = _defer.inlineCallbacks
+DeferredList = _defer.DeferredList
+gatherResults = _defer.gatherResults

@@ -148,6 +148,7 @@ typedef struct {
     PyTypeObject *ControllableCoreType;
     PyTypeObject *AwaitIterType;
     PyTypeObject *DriverType;
+    PyTypeObject *DeferredListCoreType;
     PyTypeObject *PyDeferredType; /* cdeferred._pydeferred.Deferred */
 
     /* Imports from twisted.internet.defer. */
@@ -166,6 +167,8 @@ typedef struct {
     PyObject *NotACoroutineError;
     PyObject *DefGen_Return;      /* what the deprecated returnValue raises */
     PyObject *iscoroutine;        /* asyncio.iscoroutine, as Twisted uses */
+    PyObject *FirstError;
+    PyObject *defer_log;          /* defer.py's Logger */
 
     /* Imports from twisted.python and cdeferred's cold-path helpers. */
     PyObject *warnAboutFunction;
@@ -189,6 +192,8 @@ typedef struct {
     PyObject *str_captureVars;
     PyObject *str_addBoth;
     PyObject *str_Deferred;
+    PyObject *str_cbDeferred;     /* "_cbDeferred" */
+    PyObject *str_failure;
     PyObject *str_callback;
     PyObject *str_errback;
     PyObject *str_send;
@@ -258,6 +263,7 @@ enum {
                                         DebugInfo.failResult) */
     CDEF_CONTROLLABLE = 1 << 4,      /* a ControllableCore instance */
     CDEF_DEACTIVATED = 1 << 5,       /* ControllableDeferred.deactivate() ran */
+    CDEF_LIST = 1 << 6,              /* a DeferredListCore instance */
 };
 
 typedef struct {
@@ -275,6 +281,17 @@ typedef struct {
     PyObject *cd_upstream;  /* the Deferred we still wait on, or NULL once it
                                delivered or we cut loose from it */
 } ControllableObject;
+
+typedef struct {
+    DeferredObject base;
+    PyObject *dl_deferreds;   /* `_deferredList` */
+    PyObject *dl_results;     /* `resultList` */
+    /* The options as given: Twisted keeps the objects, not their truth. */
+    PyObject *dl_fire_on_one_callback;
+    PyObject *dl_fire_on_one_errback;
+    PyObject *dl_consume_errors;
+    Py_ssize_t dl_finished;   /* `finishedCount` */
+} DeferredListObject;
 
 /* ------------------------------------------------------ cross-file API */
 
@@ -314,6 +331,9 @@ int cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
 int cdef_drop_links(DeferredObject *self);
 int cdef_creator_canceller(cdef_state *st, DeferredObject *self);
 int cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner);
+/* Append a link, running it at once if self has its result; steals the
+ * link's references. */
+int cdef_add_link(cdef_state *st, DeferredObject *self, cdef_link *link);
 /* -1 on error, else whether `self.debug` is true. */
 int cdef_debug_enabled(cdef_state *st, DeferredObject *self);
 /* New references, or NULL: */
@@ -333,6 +353,7 @@ extern PyType_Spec cdef_deferred_spec;
 extern PyType_Spec cdef_controllable_spec;
 extern PyType_Spec cdef_awaititer_spec;
 extern PyType_Spec cdef_driver_spec;
+extern PyType_Spec cdef_deferredlist_spec;
 extern PyMethodDef cdef_driver_functions[];
 
 #endif /* CDEFERRED_H */

@@ -1700,17 +1700,23 @@ parse_fn_args_kwargs(const char *fname, const char *name,
 
 /* ============================================================== methods */
 
-/* Append a link; run it at once if the Deferred already has a result. */
+int
+cdef_add_link(cdef_state *st, DeferredObject *self, cdef_link *link)
+{
+    if (chain_push(st, self, link) < 0) {
+        return -1;
+    }
+    if ((self->d_flags & CDEF_CALLED) && run_callbacks(st, self) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* addCallbacks and friends return self. */
 static PyObject *
 add_link(cdef_state *st, DeferredObject *self, cdef_link *link)
 {
-    if (chain_push(st, self, link) < 0) {
-        return NULL;
-    }
-    if ((self->d_flags & CDEF_CALLED) && run_callbacks(st, self) < 0) {
-        return NULL;
-    }
-    return Py_NewRef(self);
+    return cdef_add_link(st, self, link) < 0 ? NULL : Py_NewRef(self);
 }
 
 static const char *const addCallbacks_names[] = {
@@ -2276,6 +2282,14 @@ Deferred_traverse(DeferredObject *self, visitproc visit, void *arg)
     if (self->d_flags & CDEF_CONTROLLABLE) {
         Py_VISIT(((ControllableObject *)self)->cd_upstream);
     }
+    if (self->d_flags & CDEF_LIST) {
+        DeferredListObject *dl = (DeferredListObject *)self;
+        Py_VISIT(dl->dl_deferreds);
+        Py_VISIT(dl->dl_results);
+        Py_VISIT(dl->dl_fire_on_one_callback);
+        Py_VISIT(dl->dl_fire_on_one_errback);
+        Py_VISIT(dl->dl_consume_errors);
+    }
     return 0;
 }
 
@@ -2298,6 +2312,14 @@ Deferred_clear(DeferredObject *self)
     }
     if (self->d_flags & CDEF_CONTROLLABLE) {
         Py_CLEAR(((ControllableObject *)self)->cd_upstream);
+    }
+    if (self->d_flags & CDEF_LIST) {
+        DeferredListObject *dl = (DeferredListObject *)self;
+        Py_CLEAR(dl->dl_deferreds);
+        Py_CLEAR(dl->dl_results);
+        Py_CLEAR(dl->dl_fire_on_one_callback);
+        Py_CLEAR(dl->dl_fire_on_one_errback);
+        Py_CLEAR(dl->dl_consume_errors);
     }
     return 0;
 }

@@ -15,18 +15,18 @@ get_state(PyObject *module)
 
 /* The list of fields, once, for traverse/clear/exec to share. */
 #define CDEF_STATE_OBJECTS(X)                                                 \
-    X(DeferredCoreType) X(ControllableCoreType) X(AwaitIterType) X(DriverType) \
+    X(DeferredCoreType) X(ControllableCoreType) X(AwaitIterType) X(DriverType) X(DeferredListCoreType) \
     X(PyDeferredType)                                                         \
     X(defer_module) X(TwistedDeferred) X(Failure)                             \
     X(Failure_withoutTraceback) X(CancelledError) X(AlreadyCalledError)       \
     X(DebugInfo) X(passthru) X(failthru) X(CONTINUE) X(NONE_KWARGS)           \
     X(deferred_subclasses) X(NotACoroutineError) X(DefGen_Return)          \
-    X(iscoroutine) X(warnReturnValue) X(warnAboutFunction) X(logCancellerFailure)        \
+    X(iscoroutine) X(FirstError) X(defer_log) X(warnReturnValue) X(warnAboutFunction) X(logCancellerFailure)        \
     X(recordCreator) X(recordInvoker) X(str_debug) X(str_result)              \
     X(str_paused) X(str_callbacks) X(str_chainedTo) X(str_debugInfo)          \
     X(str_failResult) X(str_cancel) X(str_runCallbacks)                       \
     X(str_getDebugTracebacks) X(str_raiseException) X(str_captureVars)        \
-    X(kwnames_captureVars) X(str_addBoth) X(str_Deferred) X(str_callback) X(str_errback)     \
+    X(kwnames_captureVars) X(str_addBoth) X(str_Deferred) X(str_cbDeferred) X(str_failure) X(str_callback) X(str_errback)     \
     X(str_send) X(str_value) X(str_throwExceptionIntoGenerator)
 
 static int
@@ -92,8 +92,8 @@ module_exec(PyObject *module)
     }
     st->ControllableCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &cdef_controllable_spec, bases);
-    Py_DECREF(bases);
     if (st->ControllableCoreType == NULL) {
+        Py_DECREF(bases);
         return -1;
     }
     st->AwaitIterType = (PyTypeObject *)PyType_FromModuleAndSpec(
@@ -107,8 +107,15 @@ module_exec(PyObject *module)
         || PyModule_AddFunctions(module, cdef_driver_functions) < 0) {
         return -1;
     }
+    st->DeferredListCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &cdef_deferredlist_spec, bases);
+    Py_DECREF(bases);
+    if (st->DeferredListCoreType == NULL) {
+        return -1;
+    }
     if (PyModule_AddType(module, st->DeferredCoreType) < 0
-        || PyModule_AddType(module, st->ControllableCoreType) < 0) {
+        || PyModule_AddType(module, st->ControllableCoreType) < 0
+        || PyModule_AddType(module, st->DeferredListCoreType) < 0) {
         return -1;
     }
 
@@ -135,6 +142,8 @@ module_exec(PyObject *module)
     FROM_DEFER(NotACoroutineError, "NotACoroutineError")
     FROM_DEFER(DefGen_Return, "_DefGen_Return")
     FROM_DEFER(iscoroutine, "iscoroutine")
+    FROM_DEFER(FirstError, "FirstError")
+    FROM_DEFER(defer_log, "log")
 #undef FROM_DEFER
     /* A private but long-standing helper (Twisted 22.8+); without it every
      * Failure goes through Failure.__init__, which is only slower. */
@@ -195,6 +204,8 @@ module_exec(PyObject *module)
         || intern(&st->str_captureVars, "captureVars") < 0
         || intern(&st->str_addBoth, "addBoth") < 0
         || intern(&st->str_Deferred, "Deferred") < 0
+        || intern(&st->str_cbDeferred, "_cbDeferred") < 0
+        || intern(&st->str_failure, "failure") < 0
         || intern(&st->str_callback, "callback") < 0
         || intern(&st->str_errback, "errback") < 0
         || intern(&st->str_send, "send") < 0
@@ -218,8 +229,8 @@ static PyModuleDef_Slot module_slots[] = {
 PyModuleDef cdef_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "cdeferred._cdeferred",
-    .m_doc = "The C core of cdeferred: DeferredCore, ControllableCore and the "
-             "coroutine driver.",
+    .m_doc = "The C core of cdeferred: DeferredCore, ControllableCore, "
+             "DeferredListCore and the coroutine driver.",
     .m_size = sizeof(cdef_state),
     .m_slots = module_slots,
     .m_traverse = module_traverse,

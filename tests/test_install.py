@@ -398,14 +398,24 @@ def test_registerActsOnTwistedClass(installed):
     assert issubclass(Virtual, TwistedDeferred)
 
 
-def test_deferredListIsTwistedsOwn(installed):
+def test_installedDeferredList(installed):
     """
-    The installed DeferredList runs Twisted's DeferredList code: its flags,
-    FirstError, consumeErrors and cancellation of the list's members.
+    The installed DeferredList runs the C DeferredList on the C core and
+    Twisted's own DeferredList code on the reference, with the same
+    behaviour: its flags, FirstError, consumeErrors and cancellation of the
+    list's members.
     """
-    assert defer.DeferredList.__init__ is TwistedDeferredList.__init__
-    assert defer.DeferredList._cbDeferred is TwistedDeferredList._cbDeferred
-    assert defer.DeferredList.cancel is TwistedDeferredList.cancel
+    if installed.is_c:
+        from cdeferred._cdeferred import DeferredListCore
+
+        assert issubclass(defer.DeferredList, DeferredListCore)
+        for name in ("__init__", "_cbDeferred", "cancel"):
+            assert getattr(defer.DeferredList, name) is getattr(DeferredListCore, name)
+    else:
+        assert defer.DeferredList.__init__ is TwistedDeferredList.__init__
+        assert defer.DeferredList._cbDeferred is TwistedDeferredList._cbDeferred
+        assert defer.DeferredList.cancel is TwistedDeferredList.cancel
+    assert issubclass(defer.DeferredList, installed.Deferred)
 
     first = defer.DeferredList(
         [defer.Deferred(), defer.succeed("one")], fireOnOneCallback=True

@@ -1,0 +1,328 @@
+/* deferredlist.c -- DeferredListCore, the C half of cdeferred.DeferredList
+ * (and so of cdeferred.gatherResults, and of defer.DeferredList once
+ * install() ran).
+ *
+ * Twisted's DeferredList gives every Deferred in it a callback/errback pair:
+ * its bound method _cbDeferred with the arguments (index, SUCCESS) or
+ * (index, FAILURE), which files the result in `resultList`, counts it in
+ * `finishedCount` and fires the list when the options say so.  Here the same
+ * pair goes on each Deferred, but _cbDeferred is C, one bound method serves
+ * every link, the links go straight into our Deferreds' chains (through
+ * addCallbacks for any other Deferred), and the bookkeeping lives in C fields
+ * under Twisted's attribute names, so code that reads or sets them still
+ * works.  Storage and GC of those fields are DeferredCore's, behind CDEF_LIST,
+ * as ControllableCore's are behind CDEF_CONTROLLABLE.
+ */
+#include "cdeferred.h"
+
+static PyObject *
+DeferredList_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *self = cdef_deferred_new(type, args, kwargs);
+    if (self != NULL) {
+        ((DeferredObject *)self)->d_flags |= CDEF_LIST;
+    }
+    return self;
+}
+
+/* deferred.addCallbacks(collect, collect, callbackArgs=(index, True),
+ * errbackArgs=(index, False)), as Twisted's __init__ adds it. */
+static int
+add_collector(cdef_state *st, PyObject *deferred, PyObject *collect,
+              Py_ssize_t index)
+{
+    PyObject *position = PyLong_FromSsize_t(index);
+    if (position == NULL) {
+        return -1;
+    }
+    PyObject *on_success = PyTuple_Pack(2, position, Py_True);
+    PyObject *on_failure = PyTuple_Pack(2, position, Py_False);
+    Py_DECREF(position);
+    if (on_success == NULL || on_failure == NULL) {
+        Py_XDECREF(on_success);
+        Py_XDECREF(on_failure);
+        return -1;
+    }
+    if (cdef_is_core(st, deferred)) {
+        cdef_link link = {
+            .callback = Py_NewRef(collect),
+            .callback_args = on_success,
+            .errback = Py_NewRef(collect),
+            .errback_args = on_failure,
+        };
+        return cdef_add_link(st, (DeferredObject *)deferred, &link);
+    }
+    PyObject *r = PyObject_CallMethod(deferred, "addCallbacks", "OOOOOO",
+                                      collect, collect, on_success, Py_None,
+                                      on_failure, Py_None);
+    Py_DECREF(on_success);
+    Py_DECREF(on_failure);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+static int
+DeferredList_init(DeferredListObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"deferredList", "fireOnOneCallback",
+                            "fireOnOneErrback", "consumeErrors", NULL};
+    PyObject *iterable;
+    PyObject *fire_on_one_callback = Py_False, *fire_on_one_errback = Py_False;
+    PyObject *consume_errors = Py_False;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOO:DeferredList", names,
+                                     &iterable, &fire_on_one_callback,
+                                     &fire_on_one_errback, &consume_errors)) {
+        return -1;
+    }
+    cdef_state *st = cdef_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    PyObject *deferreds = PySequence_List(iterable);
+    if (deferreds == NULL) {
+        return -1;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(deferreds);
+    PyObject *results = PyList_New(count);
+    if (results == NULL) {
+        Py_DECREF(deferreds);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyList_SET_ITEM(results, i, Py_NewRef(Py_None));
+    }
+    Py_XSETREF(self->dl_deferreds, deferreds);
+    Py_XSETREF(self->dl_results, results);
+    DeferredObject *base = (DeferredObject *)self;
+    if (cdef_init(st, base, NULL) < 0) {
+        return -1;
+    }
+    int fire_at_once = count == 0;
+    if (fire_at_once) {
+        int truth = PyObject_IsTrue(fire_on_one_callback);
+        if (truth < 0) {
+            return -1;
+        }
+        fire_at_once = !truth;
+    }
+    if (fire_at_once) {
+        PyObject *empty = PyList_New(0);
+        int rc = empty ? cdef_fire(st, base, empty) : -1;
+        Py_XDECREF(empty);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    /* Set before any link is added: the links run at once for Deferreds
+     * that already fired, and read these. */
+    Py_XSETREF(self->dl_fire_on_one_callback, Py_NewRef(fire_on_one_callback));
+    Py_XSETREF(self->dl_fire_on_one_errback, Py_NewRef(fire_on_one_errback));
+    Py_XSETREF(self->dl_consume_errors, Py_NewRef(consume_errors));
+    self->dl_finished = 0;
+
+    /* self._cbDeferred, looked up as Twisted does, so an override counts. */
+    PyObject *collect = PyObject_GetAttr((PyObject *)self, st->str_cbDeferred);
+    if (collect == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    Py_INCREF(deferreds); /* a link's code may replace _deferredList */
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(deferreds); i++) {
+        PyObject *deferred = Py_NewRef(PyList_GET_ITEM(deferreds, i));
+        rc = add_collector(st, deferred, collect, i);
+        Py_DECREF(deferred);
+    }
+    Py_DECREF(deferreds);
+    Py_DECREF(collect);
+    return rc;
+}
+
+/* A truth test of one of the options; NULL (deleted) reads as false. */
+static int
+option(PyObject *value)
+{
+    return value == NULL ? 0 : PyObject_IsTrue(value);
+}
+
+/* Fire the list if this result makes it due: on the first success or
+ * failure when the options ask for it, or when every Deferred delivered. */
+static int
+fire_when_due(cdef_state *st, DeferredListObject *self, PyObject *result,
+              PyObject *index, int succeeded, int failed)
+{
+    DeferredObject *base = (DeferredObject *)self;
+    if (succeeded || failed) {
+        int fire_on_one = option(succeeded ? self->dl_fire_on_one_callback
+                                           : self->dl_fire_on_one_errback);
+        if (fire_on_one < 0) {
+            return -1;
+        }
+        if (fire_on_one && succeeded) {
+            PyObject *pair = PyTuple_Pack(2, result, index);
+            int rc = pair ? cdef_fire(st, base, pair) : -1;
+            Py_XDECREF(pair);
+            return rc;
+        }
+        if (fire_on_one) {
+            PyObject *error = PyObject_CallFunctionObjArgs(
+                st->FirstError, result, index, NULL);
+            int rc = error ? cdef_errback(st, base, error) : -1;
+            Py_XDECREF(error);
+            return rc;
+        }
+    }
+    PyObject *results = Py_NewRef(self->dl_results);
+    Py_ssize_t size = PyObject_Size(results);
+    int rc = size < 0 ? -1 : 0;
+    if (size == self->dl_finished) {
+        rc = cdef_fire(st, base, results);
+    }
+    Py_DECREF(results);
+    return rc;
+}
+
+/* _cbDeferred(result, index, succeeded): file the result, fire when due,
+ * and hand the result on (None for a consumed failure). */
+static PyObject *
+DeferredList_cbDeferred(DeferredListObject *self, PyTypeObject *cls,
+                        PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames)
+{
+    if (nargs != 3 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_cbDeferred() takes exactly 3 positional arguments "
+                        "(result, index, succeeded)");
+        return NULL;
+    }
+    PyObject *result = args[0], *index = args[1];
+    /* Twisted compares with SUCCESS (True) and FAILURE (False). */
+    int succeeded = PyObject_RichCompareBool(args[2], Py_True, Py_EQ);
+    int failed = succeeded ? 0
+                           : PyObject_RichCompareBool(args[2], Py_False, Py_EQ);
+    if (succeeded < 0 || failed < 0) {
+        return NULL;
+    }
+    if (self->dl_results == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "resultList");
+        return NULL;
+    }
+    PyObject *entry = PyTuple_Pack(2, args[2], result);
+    if (entry == NULL) {
+        return NULL;
+    }
+    PyObject *results = Py_NewRef(self->dl_results);
+    int rc = PyObject_SetItem(results, index, entry);
+    Py_DECREF(results);
+    Py_DECREF(entry);
+    if (rc < 0) {
+        return NULL;
+    }
+    self->dl_finished++;
+    cdef_state *st = PyType_GetModuleState(cls);
+    if (!(((DeferredObject *)self)->d_flags & CDEF_CALLED)
+        && fire_when_due(st, self, result, index, succeeded, failed) < 0) {
+        return NULL;
+    }
+    if (failed) {
+        int consume = option(self->dl_consume_errors);
+        if (consume < 0) {
+            return NULL;
+        }
+        if (consume) {
+            Py_RETURN_NONE;
+        }
+    }
+    return Py_NewRef(result);
+}
+
+/* cancel(): cancel every Deferred in the list (the list fires as they do);
+ * one whose cancellation raises is logged, as Twisted logs it. */
+static PyObject *
+DeferredList_cancel(DeferredListObject *self, PyTypeObject *cls,
+                    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs > 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "cancel() takes at most 1 positional argument (msg)");
+        return NULL;
+    }
+    PyObject *msg = nargs == 1 ? args[0] : NULL;
+    cdef_state *st = PyType_GetModuleState(cls);
+    if ((((DeferredObject *)self)->d_flags & CDEF_CALLED)
+        || self->dl_deferreds == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *deferreds = PySequence_List(self->dl_deferreds);
+    if (deferreds == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(deferreds); i++) {
+        if (cdef_cancel_any(st, PyList_GET_ITEM(deferreds, i), msg) == 0) {
+            continue;
+        }
+        PyObject *failure = cdef_failure_from_error(st, 0);
+        PyObject *r = failure == NULL ? NULL
+            : PyObject_CallMethod(st->defer_log, "failure", "sO",
+                                  "Exception raised from user supplied "
+                                  "canceller", failure);
+        Py_XDECREF(failure);
+        if (r == NULL) {
+            Py_DECREF(deferreds);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(deferreds);
+    Py_RETURN_NONE;
+}
+
+#define FASTCALL_METHOD (METH_METHOD | METH_FASTCALL | METH_KEYWORDS)
+
+static PyMethodDef DeferredList_methods[] = {
+    {"_cbDeferred", (PyCFunction)(void (*)(void))DeferredList_cbDeferred,
+     FASTCALL_METHOD,
+     PyDoc_STR("_cbDeferred($self, result, index, succeeded, /)\n--\n\n"
+               "The callback and errback on each Deferred of the list.")},
+    {"cancel", (PyCFunction)(void (*)(void))DeferredList_cancel,
+     FASTCALL_METHOD,
+     PyDoc_STR("cancel($self, msg=None, /)\n--\n\n"
+               "Cancel every Deferred in the list, unless it fired.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef DeferredList_members[] = {
+    {"_deferredList", T_OBJECT, offsetof(DeferredListObject, dl_deferreds), 0,
+     NULL},
+    {"resultList", T_OBJECT, offsetof(DeferredListObject, dl_results), 0,
+     PyDoc_STR("(succeeded, result) per Deferred, None until it fires.")},
+    {"fireOnOneCallback", T_OBJECT,
+     offsetof(DeferredListObject, dl_fire_on_one_callback), 0, NULL},
+    {"fireOnOneErrback", T_OBJECT,
+     offsetof(DeferredListObject, dl_fire_on_one_errback), 0, NULL},
+    {"consumeErrors", T_OBJECT, offsetof(DeferredListObject, dl_consume_errors),
+     0, NULL},
+    {"finishedCount", T_PYSSIZET, offsetof(DeferredListObject, dl_finished), 0,
+     NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot DeferredList_slots[] = {
+    {Py_tp_doc, (void *)PyDoc_STR(
+                    "DeferredListCore(deferredList, fireOnOneCallback=False, "
+                    "fireOnOneErrback=False, consumeErrors=False)\n--\n\n"
+                    "The C core of cdeferred.DeferredList.")},
+    {Py_tp_new, DeferredList_new},
+    {Py_tp_init, DeferredList_init},
+    {Py_tp_methods, DeferredList_methods},
+    {Py_tp_members, DeferredList_members},
+    {0, NULL},
+};
+
+PyType_Spec cdef_deferredlist_spec = {
+    .name = "cdeferred._cdeferred.DeferredListCore",
+    .basicsize = sizeof(DeferredListObject),
+    /* No HAVE_GC here: PyType_Ready then inherits it together with
+     * DeferredCore's traverse and clear, which know the fields (CDEF_LIST). */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = DeferredList_slots,
+};
