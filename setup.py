@@ -39,6 +39,7 @@ if not flag("CDEFERRED_NO_EXTENSIONS") and platform.python_implementation() == "
                 "csrc/controllable.c",
                 "csrc/deferredlist.c",
                 "csrc/driver.c",
+                "csrc/failure.c",
             ],
             depends=["csrc/cdeferred.h"],
             extra_compile_args=extra_compile_args,

@@ -155,7 +155,14 @@ typedef struct {
     PyObject *defer_module;
     PyObject *TwistedDeferred;    /* the class as defer.py defined it */
     PyObject *Failure;            /* twisted.python.failure.Failure */
-    PyObject *Failure_withoutTraceback; /* its fast constructor, or NULL */
+    /* What failure.c checks before building Failures itself. */
+    PyObject *Failure_init;       /* Failure.__init__ as imported */
+    PyObject *failure_globals;    /* its module's globals (`count`) */
+    PyObject *failure_parents;    /* class -> (version tag, qualified names) */
+    PyObject *failure_template;   /* the instance dict's keys, in order */
+    PyObject *int_one;
+    unsigned int failure_checked_tag; /* Failure's tag when last checked */
+    int failure_fast;             /* the outcome of that check */
     PyObject *CancelledError;
     PyObject *AlreadyCalledError;
     PyObject *DebugInfo;
@@ -194,6 +201,15 @@ typedef struct {
     PyObject *str_Deferred;
     PyObject *str_cbDeferred;     /* "_cbDeferred" */
     PyObject *str_failure;
+    PyObject *str_init;
+    PyObject *str_parents;        /* "_parents" */
+    PyObject *str_module;
+    PyObject *str_name;
+    PyObject *str_dot;
+    PyObject *str_count;
+    PyObject *str_type;
+    PyObject *str_tb;
+    PyObject *str_class;
     PyObject *str_callback;
     PyObject *str_errback;
     PyObject *str_send;
@@ -336,9 +352,13 @@ int cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner);
 int cdef_add_link(cdef_state *st, DeferredObject *self, cdef_link *link);
 /* -1 on error, else whether `self.debug` is true. */
 int cdef_debug_enabled(cdef_state *st, DeferredObject *self);
-/* New references, or NULL: */
-PyObject *cdef_failure_from_error(cdef_state *st, int capture_vars);
 PyObject *cdef_take_ready_result(cdef_state *st, PyObject *op);
+
+/* failure.c: Failure(captureVars=...) for the exception raised now (taking
+ * it), for the one being handled, and Failure(exc). */
+PyObject *cdef_failure_from_error(cdef_state *st, int capture_vars);
+PyObject *cdef_failure_from_handled(cdef_state *st, int capture_vars);
+PyObject *cdef_failure_from_exception(cdef_state *st, PyObject *exc);
 
 /* driver.c */
 PyObject *cdef_from_coroutine(cdef_state *st, PyObject *deferred_class,

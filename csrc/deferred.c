@@ -738,49 +738,6 @@ call_with_result(PyObject *fn, PyObject *first, PyObject *args,
     return res;
 }
 
-/* Failure(captureVars=...), built from the exception that is set now.
- * Twisted builds it inside `except BaseException:`, from sys.exc_info(), so
- * the exception is made the handled one for the duration of the call. */
-PyObject *
-cdef_failure_from_error(cdef_state *st, int capture_vars)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    PyObject *previous = PyErr_GetHandledException();
-    PyErr_SetHandledException(value);
-    PyObject *argv[2] = {NULL, capture_vars ? Py_True : Py_False};
-    PyObject *failure = PyObject_Vectorcall(
-        st->Failure, argv + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-        st->kwnames_captureVars);
-    PyErr_SetHandledException(previous);
-    Py_XDECREF(previous);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
-    return failure;
-}
-
-/* Failure(exc) for an exception instance.  One that was never raised has no
- * traceback, and then Failure's own fast constructor for exactly that case
- * builds the same object at half the cost (cancel() makes one per call). */
-static PyObject *
-failure_from_exception(cdef_state *st, PyObject *exc)
-{
-    if (st->Failure_withoutTraceback != NULL && PyExceptionInstance_Check(exc)
-        && !cdef_is_failure(st, exc)) {
-        PyObject *tb = PyException_GetTraceback(exc);
-        if (tb == NULL) {
-            return PyObject_CallOneArg(st->Failure_withoutTraceback, exc);
-        }
-        Py_DECREF(tb);
-    }
-    return PyObject_CallOneArg(st->Failure, exc);
-}
-
 /* ========================================================== the run loop */
 
 /* Attribute access on a Deferred that is not ours, for the loop below. */
@@ -1280,16 +1237,13 @@ cdef_errback(cdef_state *st, DeferredObject *self, PyObject *fail)
         if (debug < 0) {
             return -1;
         }
-        PyObject *argv[2] = {NULL, debug ? Py_True : Py_False};
-        failure = PyObject_Vectorcall(
-            st->Failure, argv + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-            st->kwnames_captureVars);
+        failure = cdef_failure_from_handled(st, debug);
     }
     else if (cdef_is_failure(st, fail)) {
         failure = Py_NewRef(fail);
     }
     else {
-        failure = failure_from_exception(st, fail);
+        failure = cdef_failure_from_exception(st, fail);
     }
     if (failure == NULL) {
         return -1;
@@ -1510,7 +1464,7 @@ cancelled_failure(cdef_state *st, PyObject *msg)
     if (exc == NULL) {
         return NULL;
     }
-    PyObject *failure = failure_from_exception(st, exc);
+    PyObject *failure = cdef_failure_from_exception(st, exc);
     Py_DECREF(exc);
     return failure;
 }

@@ -18,7 +18,9 @@ get_state(PyObject *module)
     X(DeferredCoreType) X(ControllableCoreType) X(AwaitIterType) X(DriverType) X(DeferredListCoreType) \
     X(PyDeferredType)                                                         \
     X(defer_module) X(TwistedDeferred) X(Failure)                             \
-    X(Failure_withoutTraceback) X(CancelledError) X(AlreadyCalledError)       \
+    X(Failure_init) X(failure_globals) X(failure_parents) X(failure_template) \
+    X(int_one)           \
+    X(CancelledError) X(AlreadyCalledError)       \
     X(DebugInfo) X(passthru) X(failthru) X(CONTINUE) X(NONE_KWARGS)           \
     X(deferred_subclasses) X(NotACoroutineError) X(DefGen_Return)          \
     X(iscoroutine) X(FirstError) X(defer_log) X(warnReturnValue) X(warnAboutFunction) X(logCancellerFailure)        \
@@ -26,7 +28,8 @@ get_state(PyObject *module)
     X(str_paused) X(str_callbacks) X(str_chainedTo) X(str_debugInfo)          \
     X(str_failResult) X(str_cancel) X(str_runCallbacks)                       \
     X(str_getDebugTracebacks) X(str_raiseException) X(str_captureVars)        \
-    X(kwnames_captureVars) X(str_addBoth) X(str_Deferred) X(str_cbDeferred) X(str_failure) X(str_callback) X(str_errback)     \
+    X(kwnames_captureVars) X(str_addBoth) X(str_Deferred) X(str_cbDeferred) X(str_failure) X(str_init) X(str_parents) X(str_module) \
+    X(str_name) X(str_dot) X(str_count) X(str_type) X(str_tb) X(str_class) X(str_callback) X(str_errback)     \
     X(str_send) X(str_value) X(str_throwExceptionIntoGenerator)
 
 static int
@@ -47,6 +50,7 @@ module_clear(PyObject *module)
     CDEF_STATE_OBJECTS(CLEAR)
 #undef CLEAR
     st->debug_cache_type = NULL;
+    st->failure_checked_tag = 0;
     return 0;
 }
 
@@ -145,19 +149,34 @@ module_exec(PyObject *module)
     FROM_DEFER(FirstError, "FirstError")
     FROM_DEFER(defer_log, "log")
 #undef FROM_DEFER
-    /* A private but long-standing helper (Twisted 22.8+); without it every
-     * Failure goes through Failure.__init__, which is only slower. */
-    st->Failure_withoutTraceback = PyObject_GetAttrString(
-        st->Failure, "_withoutTraceback");
-    if (st->Failure_withoutTraceback == NULL) {
-        PyErr_Clear();
-    }
     if (!PyType_Check(st->Failure)
         || !PyType_IsSubtype((PyTypeObject *)st->Failure,
                              (PyTypeObject *)PyExc_BaseException)) {
         PyErr_SetString(PyExc_ImportError,
                         "twisted.python.failure.Failure does not derive from "
                         "BaseException: unsupported Twisted version");
+        return -1;
+    }
+    /* failure.c builds Failures as this __init__ does, while it is the one. */
+    st->Failure_init = PyObject_GetAttrString(st->Failure, "__init__");
+    if (st->Failure_init == NULL) {
+        return -1;
+    }
+    st->failure_globals = PyObject_GetAttrString(st->Failure_init,
+                                                 "__globals__");
+    if (st->failure_globals == NULL) {
+        PyErr_Clear(); /* not a Python function: Failure() is always called */
+        st->failure_globals = PyDict_New();
+        Py_SETREF(st->Failure_init, Py_NewRef(Py_None));
+    }
+    st->failure_parents = PyDict_New();
+    st->int_one = PyLong_FromLong(1);
+    if (st->failure_globals == NULL || !PyDict_Check(st->failure_globals)
+        || st->failure_parents == NULL || st->int_one == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ImportError, "Failure.__init__ has odd "
+                                               "__globals__");
+        }
         return -1;
     }
     if (!PyList_Check(st->deferred_subclasses)) {
@@ -206,6 +225,15 @@ module_exec(PyObject *module)
         || intern(&st->str_Deferred, "Deferred") < 0
         || intern(&st->str_cbDeferred, "_cbDeferred") < 0
         || intern(&st->str_failure, "failure") < 0
+        || intern(&st->str_init, "__init__") < 0
+        || intern(&st->str_parents, "_parents") < 0
+        || intern(&st->str_module, "__module__") < 0
+        || intern(&st->str_name, "__name__") < 0
+        || intern(&st->str_dot, ".") < 0
+        || intern(&st->str_count, "count") < 0
+        || intern(&st->str_type, "type") < 0
+        || intern(&st->str_tb, "tb") < 0
+        || intern(&st->str_class, "__class__") < 0
         || intern(&st->str_callback, "callback") < 0
         || intern(&st->str_errback, "errback") < 0
         || intern(&st->str_send, "send") < 0
@@ -216,6 +244,14 @@ module_exec(PyObject *module)
     }
     st->kwnames_captureVars = PyTuple_Pack(1, st->str_captureVars);
     if (st->kwnames_captureVars == NULL) {
+        return -1;
+    }
+    /* Failure.__init__'s instance dict, keys in its order (failure.c). */
+    st->failure_template = Py_BuildValue(
+        "{OOOOOOOOOOOO}", st->str_count, Py_None, st->str_type, Py_None,
+        st->str_value, Py_None, st->str_captureVars, Py_False, st->str_tb,
+        Py_None, st->str_parents, Py_None);
+    if (st->failure_template == NULL) {
         return -1;
     }
     return 0;
