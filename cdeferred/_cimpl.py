@@ -17,7 +17,13 @@ from types import GeneratorType
 
 from twisted.internet import defer
 
-from ._cdeferred import ControllableCore, DeferredCore, DeferredListCore, from_coroutine
+from ._cdeferred import (
+    ControllableCore,
+    DeferredCore,
+    DeferredListCore,
+    from_coroutine,
+    use_core_dealloc,
+)
 from ._pydeferred import make_shield
 
 
@@ -107,4 +113,9 @@ for _public in (
 ):
     _public.__module__ = "cdeferred"
 del _public
+# These classes add nothing to the core's instances: skip subtype_dealloc.
+for _cls in (Deferred, ControllableDeferred, DeferredList):
+    if not use_core_dealloc(_cls):
+        raise ImportError(f"{_cls.__name__} has a layout of its own")
+del _cls
 shield = make_shield(Deferred)

@@ -218,6 +218,11 @@ def _makeStandIns(base):
     namespace["__module__"] = __name__
     namespace["__qualname__"] = "DeferredList"
     deferredList = _StandInMeta("DeferredList", bases, namespace)
+    if listCore is not None and issubclass(base, _deferredCore()):
+        from ._cdeferred import use_core_dealloc
+
+        use_core_dealloc(deferred)
+        use_core_dealloc(deferredList)
     _STANDS_FOR[deferred] = _TwistedDeferred
     _STANDS_FOR[deferredList] = _TwistedDeferredList
     return deferred, deferredList

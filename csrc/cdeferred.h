@@ -375,5 +375,6 @@ extern PyType_Spec cdef_awaititer_spec;
 extern PyType_Spec cdef_driver_spec;
 extern PyType_Spec cdef_deferredlist_spec;
 extern PyMethodDef cdef_driver_functions[];
+extern PyMethodDef cdef_deferred_functions[];
 
 #endif /* CDEFERRED_H */

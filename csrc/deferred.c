@@ -2308,7 +2308,11 @@ static void
 Deferred_dealloc(DeferredObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
+    /* Our finalizer only reports an unhandled failure: without one, save
+     * the resurrection dance (a __del__ given to a subclass still runs). */
+    if ((tp->tp_finalize != (destructor)Deferred_finalize
+         || (self->d_flags & CDEF_UNHANDLED))
+        && PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
         return; /* resurrected */
     }
     PyObject_GC_UnTrack(self);
@@ -2321,6 +2325,55 @@ Deferred_dealloc(DeferredObject *self)
     Py_DECREF(tp);
     Py_TRASHCAN_END
 }
+
+/* ================================================ Python subclasses
+ *
+ * A class statement gives every Python subclass CPython's generic
+ * subtype_dealloc, which finds and runs a base's dealloc after checking for
+ * everything the subclass might have added (slots, a dict, weak references,
+ * __del__).  cdeferred's own Python classes add none of that -- their
+ * instances are exactly the core's -- so they can use the core's dealloc
+ * directly, which is a measurable part of creating and dropping a Deferred.
+ * Refused, and the class left as it is, unless the layout is the base's. */
+
+static PyObject *
+use_core_dealloc(PyObject *module, PyObject *arg)
+{
+    cdef_state *st = (cdef_state *)PyModule_GetState(module);
+    if (!PyType_Check(arg)
+        || !PyType_IsSubtype((PyTypeObject *)arg, st->DeferredCoreType)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "use_core_dealloc() takes a subclass of DeferredCore");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)arg, *base = cls->tp_base;
+    int same_layout =
+        PyType_HasFeature(cls, Py_TPFLAGS_HEAPTYPE) && base != NULL
+        && PyType_IsSubtype(base, st->DeferredCoreType)
+        && cls->tp_basicsize == base->tp_basicsize && cls->tp_itemsize == 0
+        && cls->tp_dictoffset == base->tp_dictoffset
+        && cls->tp_weaklistoffset == base->tp_weaklistoffset
+        && cls->tp_del == NULL && cls->tp_finalize == base->tp_finalize
+#ifdef Py_TPFLAGS_MANAGED_DICT
+        && !PyType_HasFeature(cls, Py_TPFLAGS_MANAGED_DICT)
+#endif
+#ifdef Py_TPFLAGS_MANAGED_WEAKREF
+        && !PyType_HasFeature(cls, Py_TPFLAGS_MANAGED_WEAKREF)
+#endif
+        ;
+    if (same_layout) {
+        cls->tp_dealloc = base->tp_dealloc;
+    }
+    return PyBool_FromLong(same_layout);
+}
+
+PyMethodDef cdef_deferred_functions[] = {
+    {"use_core_dealloc", use_core_dealloc, METH_O,
+     PyDoc_STR("use_core_dealloc(cls)\n--\n\n"
+               "Give a Python subclass that adds nothing to the instances the "
+               "core's dealloc; return whether it was done.")},
+    {NULL, NULL, 0, NULL},
+};
 
 /* ============================================================ the spec */
 

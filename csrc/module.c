@@ -108,7 +108,8 @@ module_exec(PyObject *module)
     st->DriverType = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &cdef_driver_spec, NULL);
     if (st->DriverType == NULL
-        || PyModule_AddFunctions(module, cdef_driver_functions) < 0) {
+        || PyModule_AddFunctions(module, cdef_driver_functions) < 0
+        || PyModule_AddFunctions(module, cdef_deferred_functions) < 0) {
         return -1;
     }
     st->DeferredListCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(
