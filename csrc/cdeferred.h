@@ -147,6 +147,10 @@ typedef struct {
     PyTypeObject *DeferredCoreType;
     PyTypeObject *ControllableCoreType;
     PyTypeObject *AwaitIterType;
+    /* Iterators of `await d` kept for reuse (asyncio's FutureIter does the
+     * same): one is made per await, and most awaits end at once. */
+    PyObject *await_freelist;     /* linked through it_deferred */
+    int await_free_count;
     PyTypeObject *DriverType;
     PyTypeObject *DeferredListCoreType;
     PyTypeObject *PyDeferredType; /* cdeferred._pydeferred.Deferred */
@@ -317,9 +321,24 @@ void cdef_assert_consistent(DeferredObject *self);
 
 extern PyModuleDef cdef_module_def;
 
+/* The module state, from the type of one of our objects.  It is on every
+ * hot path, so the usual cases skip PyType_GetModuleByDef's MRO walk: one
+ * of the core types, or a class at most two class statements above one
+ * (cdeferred.Deferred; install()'s stand-ins) -- their tp_base chain
+ * reaches a core type, and every core type belongs to this module. */
 static inline cdef_state *
 cdef_state_from_type(PyTypeObject *tp)
 {
+    PyTypeObject *base = tp;
+    for (int depth = 0; depth < 3 && base != NULL; depth++) {
+        if (PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE)) {
+            PyObject *module = ((PyHeapTypeObject *)base)->ht_module;
+            if (module != NULL && PyModule_GetDef(module) == &cdef_module_def) {
+                return (cdef_state *)PyModule_GetState(module);
+            }
+        }
+        base = base->tp_base;
+    }
     PyObject *mod = PyType_GetModuleByDef(tp, &cdef_module_def);
     return mod == NULL ? NULL : (cdef_state *)PyModule_GetState(mod);
 }
@@ -372,6 +391,7 @@ int cdef_controllable_release(cdef_state *st, DeferredObject *self,
 extern PyType_Spec cdef_deferred_spec;
 extern PyType_Spec cdef_controllable_spec;
 extern PyType_Spec cdef_awaititer_spec;
+void cdef_awaititer_free_all(cdef_state *st);
 extern PyType_Spec cdef_driver_spec;
 extern PyType_Spec cdef_deferredlist_spec;
 extern PyMethodDef cdef_driver_functions[];

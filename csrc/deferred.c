@@ -1944,10 +1944,17 @@ Deferred_await(DeferredObject *self)
     if (st == NULL) {
         return NULL;
     }
-    AwaitIterObject *it = PyObject_GC_New(AwaitIterObject,
-                                          st->AwaitIterType);
-    if (it == NULL) {
-        return NULL;
+    AwaitIterObject *it = (AwaitIterObject *)st->await_freelist;
+    if (it != NULL) {
+        st->await_freelist = it->it_deferred;
+        st->await_free_count--;
+        PyObject_Init((PyObject *)it, st->AwaitIterType);
+    }
+    else {
+        it = PyObject_GC_New(AwaitIterObject, st->AwaitIterType);
+        if (it == NULL) {
+            return NULL;
+        }
     }
     it->it_deferred = Py_NewRef(self);
     PyObject_GC_Track(it);
@@ -2587,14 +2594,37 @@ AwaitIter_clear(AwaitIterObject *it)
     return 0;
 }
 
+#define AWAIT_FREELIST_SIZE 64
+
 static void
 AwaitIter_dealloc(AwaitIterObject *it)
 {
     PyTypeObject *tp = Py_TYPE(it);
     PyObject_GC_UnTrack(it);
     AwaitIter_clear(it);
-    tp->tp_free((PyObject *)it);
+    /* The type cannot be subclassed: its module is the one it names. */
+    cdef_state *st = (cdef_state *)PyType_GetModuleState(tp);
+    if (st != NULL && st->AwaitIterType == tp
+        && st->await_free_count < AWAIT_FREELIST_SIZE) {
+        it->it_deferred = st->await_freelist;
+        st->await_freelist = (PyObject *)it;
+        st->await_free_count++;
+    }
+    else {
+        tp->tp_free((PyObject *)it);
+    }
     Py_DECREF(tp);
+}
+
+void
+cdef_awaititer_free_all(cdef_state *st)
+{
+    while (st->await_freelist != NULL) {
+        AwaitIterObject *it = (AwaitIterObject *)st->await_freelist;
+        st->await_freelist = it->it_deferred;
+        PyObject_GC_Del(it);
+    }
+    st->await_free_count = 0;
 }
 
 static PyMethodDef AwaitIter_methods[] = {

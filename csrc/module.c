@@ -51,6 +51,7 @@ module_clear(PyObject *module)
 #undef CLEAR
     st->debug_cache_type = NULL;
     st->failure_checked_tag = 0;
+    cdef_awaititer_free_all(st);
     return 0;
 }
 

@@ -66,3 +66,32 @@ def test_callbackArgumentsAndTypesNotLeaked(impl):
         return [cb, arg, kwarg, value, type(d)]
 
     assert _growth(action) == [0, 0, 0, 0, 0]
+
+
+def test_awaitIteratorsReusedSafely(impl):
+    """Await iterators are recycled (a small free list): many alive at once,
+    dropped and made again, each still follows its own Deferred, and the
+    Deferreds and the type are released."""
+    deferreds = [impl.Deferred() for _ in range(200)]
+    for i, d in enumerate(deferreds[:100]):
+        d.callback(i)
+
+    def action():
+        held = [d.__await__() for d in deferreds]
+        del held
+        again = [d.__await__() for d in deferreds]
+        outcomes = []
+        for it, d in zip(again, deferreds):
+            try:
+                outcomes.append(("yield", next(it) is d))
+            except StopIteration as stop:
+                outcomes.append(("return", stop.value))
+        return outcomes
+
+    outcomes = action()
+    assert outcomes[:100] == [("return", i) for i in range(100)]
+    assert outcomes[100:] == [("yield", True)] * 100
+    watched = [type(deferreds[0].__await__())] + deferreds
+    before = [sys.getrefcount(obj) for obj in watched]
+    action()
+    assert [sys.getrefcount(obj) for obj in watched] == before
