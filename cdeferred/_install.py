@@ -60,6 +60,7 @@ __all__ = ["install", "uninstall", "installed"]
 # before cdeferred rebinds them).
 _TwistedDeferred = _defer.Deferred
 _TwistedDeferredList = _defer.DeferredList
+_twistedInlineCallbacks = _defer.inlineCallbacks
 
 # Stand-in class -> the Twisted class it answers isinstance/issubclass for.
 _STANDS_FOR = {}
@@ -170,21 +171,15 @@ def _defaultDeferredClass():
     return cdeferred.Deferred
 
 
-def _deferredCore():
-    from ._cdeferred import DeferredCore
-
-    return DeferredCore
-
-
-def _deferredListCore():
-    """The C DeferredList core, or None on the pure-Python reference."""
+def _onCore(cls):
+    """Whether C{cls} runs on the C core (False on the pure-Python reference)."""
     import cdeferred
 
     if cdeferred._cimpl is None:
-        return None
-    from ._cdeferred import DeferredListCore
+        return False
+    from ._cdeferred import DeferredCore
 
-    return DeferredListCore
+    return issubclass(cls, DeferredCore)
 
 
 def _makeStandIns(base):
@@ -209,16 +204,17 @@ def _makeStandIns(base):
         if name not in _NOT_COPIED
     }
     bases = (deferred,)
-    listCore = _deferredListCore()
-    if listCore is not None and issubclass(base, _deferredCore()):
+    if _onCore(base):
         # The C core has DeferredList's methods in C: they go first, and
         # Twisted's functions stay out of the way.
+        from ._cdeferred import DeferredListCore
+
         namespace = {"__doc__": _TwistedDeferredList.__doc__}
-        bases = (listCore, deferred)
+        bases = (DeferredListCore, deferred)
     namespace["__module__"] = __name__
     namespace["__qualname__"] = "DeferredList"
     deferredList = _StandInMeta("DeferredList", bases, namespace)
-    if listCore is not None and issubclass(base, _deferredCore()):
+    if _onCore(base):
         from ._cdeferred import use_core_dealloc
 
         use_core_dealloc(deferred)
@@ -264,6 +260,21 @@ def _rebind(replacements):
                     break
 
 
+def _replacements(deferred, deferredList):
+    """
+    (Twisted's object, what install() puts in its place) pairs: the classes,
+    and on the C core Twisted's inlineCallbacks, so that generators decorated
+    from then on run on the C driver (ensureDeferred and fromCoroutine reach
+    it through the Deferred class already).
+    """
+    pairs = [(_TwistedDeferred, deferred), (_TwistedDeferredList, deferredList)]
+    if _onCore(deferred):
+        from ._cimpl import inlineCallbacks
+
+        pairs.append((_twistedInlineCallbacks, inlineCallbacks))
+    return pairs
+
+
 def install(deferred_class=None):
     """
     Make Twisted create cdeferred Deferreds: C{twisted.internet.defer.Deferred},
@@ -304,7 +315,7 @@ def install(deferred_class=None):
     deferred, deferredList = _standIns[base]
 
     _putFirst([deferred, deferredList])
-    _rebind([(_TwistedDeferred, deferred), (_TwistedDeferredList, deferredList)])
+    _rebind(_replacements(deferred, deferredList))
     _state.base, _state.deferred, _state.deferredList = base, deferred, deferredList
 
 
@@ -317,10 +328,7 @@ def uninstall():
     if _state.base is None:
         return
     _rebind(
-        [
-            (_state.deferred, _TwistedDeferred),
-            (_state.deferredList, _TwistedDeferredList),
-        ]
+        [(new, old) for old, new in _replacements(_state.deferred, _state.deferredList)]
     )
     _putFirst([_TwistedDeferred, _TwistedDeferredList])
     _state.base = _state.deferred = _state.deferredList = None

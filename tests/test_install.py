@@ -21,6 +21,7 @@ from conftest import NO_EXTENSIONS
 from twisted.internet import base, defer, task
 from twisted.python.failure import Failure
 
+import cdeferred
 from cdeferred import _install
 
 # Subprocesses import the cdeferred this process imported (the installed
@@ -573,3 +574,38 @@ def test_claimsDoNotLeakInFreshProcess(extensions):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_inlineCallbacksRunsOnTheCDriver(installed):
+    """
+    On the C core, install() also puts cdeferred's inlineCallbacks (the C
+    driver) in place of Twisted's, for generators decorated from then on;
+    uninstall() gives Twisted's back.  On the reference it stays Twisted's.
+    """
+    twisted_inline = _install._twistedInlineCallbacks
+    if installed.is_c:
+        assert defer.inlineCallbacks is cdeferred._cimpl.inlineCallbacks
+    else:
+        assert defer.inlineCallbacks is twisted_inline
+
+    @defer.inlineCallbacks
+    def gen(d):
+        value = yield d
+        return value + 1
+
+    source = defer.Deferred()
+    made = gen(source)
+    assert isinstance(made, installed.Deferred)
+    source.callback(1)
+    assert results(made) == 2
+
+    async def coroutine(d):
+        return await d
+
+    other = defer.Deferred()
+    made = defer.ensureDeferred(coroutine(other))
+    assert isinstance(made, installed.Deferred)
+    other.callback("x")
+    assert results(made) == "x"
+    _install.uninstall()
+    assert defer.inlineCallbacks is twisted_inline
