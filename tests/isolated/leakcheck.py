@@ -451,16 +451,96 @@ async def awaiting_failure(d):
 
 @operation
 def await_in_coroutine():
+    # Deferred.fromCoroutine: the C driver for the C core.
     d = Deferred()
-    result = TwistedDeferred.fromCoroutine(awaiting(d))
+    result = Deferred.fromCoroutine(awaiting(d))
     d.callback(RESULT)
     result.addCallback(callback)
     fired = Deferred()
     fired.callback(RESULT)
-    TwistedDeferred.fromCoroutine(awaiting(fired))
+    Deferred.fromCoroutine(awaiting(fired))
     bad = Deferred()
-    TwistedDeferred.fromCoroutine(awaiting_failure(bad))
+    Deferred.fromCoroutine(awaiting_failure(bad))
     bad.errback(Boom())  # raised into the coroutine: a shared instance would grow its traceback
+    TwistedDeferred.fromCoroutine(awaiting(Deferred()))  # never fired: a cycle for the GC
+
+
+async def catching_cancel(d):
+    try:
+        await d
+    except CancelledError:
+        return RESULT
+
+
+async def raising_coroutine():
+    raise Boom("from the coroutine")
+
+
+@operation
+def coroutine_cancelled():
+    d = Deferred(canceller)
+    result = IMPL.ensureDeferred(catching_cancel(d))
+    result.cancel()
+    result.addCallback(callback)
+    plain = IMPL.ensureDeferred(awaiting(Deferred()))
+    plain.addErrback(errback)
+    plain.cancel()
+    IMPL.ensureDeferred(raising_coroutine()).addErrback(errback)
+
+
+@IMPL.inlineCallbacks
+def inline_generator(d):
+    value = yield RESULT  # a plain value comes straight back
+    value = yield d
+    try:
+        yield IMPL.ensureDeferred(raising_coroutine())
+    except Boom:
+        pass
+    return value
+
+
+@operation
+def inline_callbacks():
+    d = Deferred()
+    result = inline_generator(d)
+    d.callback(RESULT)
+    result.addCallback(callback)
+    fired = Deferred()
+    fired.callback(RESULT)
+    inline_generator(fired).addCallback(callback)
+
+
+@operation
+def deferred_list():
+    for flags in ({}, {"fireOnOneCallback": True}, {"fireOnOneErrback": True},
+                  {"consumeErrors": True}):
+        members = [Deferred() for _ in range(5)] + [Deferred() for _ in range(5)]
+        for d in members[5:]:
+            d.callback(RESULT)
+        dl = IMPL.DeferredList(members, **flags)
+        dl.addBoth(errback)
+        members[0].errback(Boom())
+        for d in members[1:5]:
+            d.callback(RESULT)
+        for d in members:
+            d.addErrback(errback)
+
+
+@operation
+def gather_results_failing():
+    members = [Deferred(), Deferred()]
+    gathered = IMPL.gatherResults(members, consumeErrors=True)
+    gathered.addErrback(errback)
+    members[0].errback(Boom())
+    members[1].callback(RESULT)
+
+
+@operation
+def deferred_list_cancel():
+    members = [Deferred(canceller), Deferred(), Deferred(firing_canceller)]
+    dl = IMPL.DeferredList(members, consumeErrors=True)
+    dl.cancel()
+    dl.addCallback(callback)
 
 
 @operation
