@@ -171,6 +171,11 @@ fire_when_due(cdef_state *st, DeferredListObject *self, PyObject *result,
             return rc;
         }
     }
+    if (self->dl_results == NULL) {
+        /* Deleted by Python code run while filing the result. */
+        PyErr_SetString(PyExc_AttributeError, "resultList");
+        return -1;
+    }
     PyObject *results = Py_NewRef(self->dl_results);
     Py_ssize_t size = PyObject_Size(results);
     int rc = size < 0 ? -1 : 0;

@@ -258,6 +258,12 @@ driver_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                         "result of the Deferred it waits on");
         return NULL;
     }
+    if (dr->dr_coro == NULL || dr->dr_context == NULL
+        || dr->dr_deferred == NULL) {
+        /* Cleared by the garbage collector along with its coroutine: a
+         * Deferred of the same dead cycle fired it.  Nothing to resume. */
+        Py_RETURN_NONE;
+    }
     if (dr->dr_adding) {
         /* Fired inside addBoth: the loop in drive() takes it from here. */
         dr->dr_adding = 0;
@@ -281,6 +287,9 @@ driver_cancel(PyObject *self, PyObject *cancelled)
     cdef_state *st = cdef_state_from_type(Py_TYPE(dr));
     if (st == NULL) {
         return NULL;
+    }
+    if (dr->dr_deferred == NULL) {
+        Py_RETURN_NONE; /* cleared by the garbage collector, as above */
     }
     if (!cdef_is_core(st, cancelled)) {
         PyErr_Format(PyExc_TypeError,

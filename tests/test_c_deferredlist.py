@@ -241,6 +241,22 @@ def test_badInput(dl):
     members[0].addErrback(lambda f: None)
 
 
+def test_resultListDeletedWhileFiling(dl):
+    members = [dl.Deferred()]
+    lst = dl.DeferredList(members)
+
+    class Sneaky(list):
+        def __setitem__(self, index, value):
+            super().__setitem__(index, value)
+            del lst.resultList
+
+    lst.resultList = Sneaky([None])
+    members[0].callback(1)
+    assert members[0].result.check(AttributeError)
+    members[0].addErrback(lambda f: None)
+    assert not lst.called
+
+
 def test_tenThousandMembers(dl):
     members = [dl.Deferred() for _ in range(10_000)]
     lst = dl.DeferredList(members)
