@@ -277,9 +277,10 @@ driver_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
     Py_RETURN_NONE;
 }
 
-/* The creator canceller: hand the cancelled Deferred over to a fresh one the
- * coroutine will fire, then cancel what the coroutine waits on (which
- * raises CancelledError at its await, unless that Deferred suppresses it). */
+/* The creator canceller: make a fresh Deferred the coroutine will fire,
+ * cancel what the coroutine waits on (which raises CancelledError at its
+ * await, unless that Deferred suppresses it), then have the cancelled
+ * Deferred follow the fresh one -- or, if cancelling raised, fail with that. */
 static PyObject *
 driver_cancel(PyObject *self, PyObject *cancelled)
 {
@@ -308,11 +309,36 @@ driver_cancel(PyObject *self, PyObject *cancelled)
         rc = cdef_cancel_any(st, awaited, NULL);
         Py_DECREF(awaited);
     }
+    DeferredObject *d = (DeferredObject *)cancelled;
+    if (rc < 0) {
+        /* Twisted cancels from an errback on `cancelled`: what that raises
+         * becomes its result (and `fresh`, which the coroutine will fire,
+         * is followed by nobody). */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        int debug = cdef_debug_enabled(st, d);
+        if (debug < 0) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            Py_DECREF(fresh);
+            return NULL;
+        }
+        PyErr_Restore(type, value, tb);
+        PyObject *failure = cdef_failure_from_error(st, debug);
+        if (failure == NULL) {
+            rc = -1;
+        }
+        else {
+            rc = (d->d_flags & CDEF_CALLED) ? 0 : cdef_fire(st, d, failure);
+            Py_DECREF(failure);
+        }
+    }
     /* Following after the awaited Deferred was cancelled keeps Twisted's
      * order: a coroutine that ended on CancelledError fires `fresh` first,
      * and the cancelled Deferred's callbacks run after the awaited one's. */
-    if (rc == 0 && !(((DeferredObject *)cancelled)->d_flags & CDEF_CALLED)) {
-        rc = cdef_follow(st, (DeferredObject *)cancelled, fresh);
+    else if (!(d->d_flags & CDEF_CALLED)) {
+        rc = cdef_follow(st, d, fresh);
     }
     Py_DECREF(fresh);
     if (rc < 0) {
