@@ -257,12 +257,16 @@ DeferredList_cancel(DeferredListObject *self, PyTypeObject *cls,
         || self->dl_deferreds == NULL) {
         Py_RETURN_NONE;
     }
-    PyObject *deferreds = PySequence_List(self->dl_deferreds);
-    if (deferreds == NULL) {
+    /* Iterated live, as Twisted's `for deferred in self._deferredList`. */
+    PyObject *members = PyObject_GetIter(self->dl_deferreds);
+    if (members == NULL) {
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(deferreds); i++) {
-        if (cdef_cancel_any(st, PyList_GET_ITEM(deferreds, i), msg) == 0) {
+    PyObject *deferred;
+    while ((deferred = PyIter_Next(members)) != NULL) {
+        int rc = cdef_cancel_any(st, deferred, msg);
+        Py_DECREF(deferred);
+        if (rc == 0) {
             continue;
         }
         PyObject *failure = cdef_failure_from_error(st, 0);
@@ -272,12 +276,15 @@ DeferredList_cancel(DeferredListObject *self, PyTypeObject *cls,
                                   "canceller", failure);
         Py_XDECREF(failure);
         if (r == NULL) {
-            Py_DECREF(deferreds);
+            Py_DECREF(members);
             return NULL;
         }
         Py_DECREF(r);
     }
-    Py_DECREF(deferreds);
+    Py_DECREF(members);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
