@@ -210,7 +210,7 @@ def _makeStandIns(base):
         from ._cdeferred import DeferredListCore
 
         namespace = {"__doc__": _TwistedDeferredList.__doc__}
-        bases = (DeferredListCore, deferred)
+        bases = (DeferredListCore, deferred, _TwistedDeferredList)
     namespace["__module__"] = __name__
     namespace["__qualname__"] = "DeferredList"
     deferredList = _StandInMeta("DeferredList", bases, namespace)

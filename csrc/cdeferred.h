@@ -310,7 +310,7 @@ typedef struct {
     PyObject *dl_fire_on_one_callback;
     PyObject *dl_fire_on_one_errback;
     PyObject *dl_consume_errors;
-    Py_ssize_t dl_finished;   /* `finishedCount` */
+    PyObject *dl_finished;    /* `finishedCount`, any number as in Twisted */
 } DeferredListObject;
 
 /* ------------------------------------------------------ cross-file API */

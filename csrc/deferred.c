@@ -2250,6 +2250,7 @@ Deferred_traverse(DeferredObject *self, visitproc visit, void *arg)
         Py_VISIT(dl->dl_fire_on_one_callback);
         Py_VISIT(dl->dl_fire_on_one_errback);
         Py_VISIT(dl->dl_consume_errors);
+        Py_VISIT(dl->dl_finished);
     }
     return 0;
 }
@@ -2281,6 +2282,7 @@ Deferred_clear(DeferredObject *self)
         Py_CLEAR(dl->dl_fire_on_one_callback);
         Py_CLEAR(dl->dl_fire_on_one_errback);
         Py_CLEAR(dl->dl_consume_errors);
+        Py_CLEAR(dl->dl_finished);
     }
     return 0;
 }

@@ -106,9 +106,14 @@ DeferredList_init(DeferredListObject *self, PyObject *args, PyObject *kwargs)
         fire_at_once = !truth;
     }
     if (fire_at_once) {
+        /* self.callback([]), through the method as the others. */
         PyObject *empty = PyList_New(0);
-        int rc = empty ? cdef_fire(st, base, empty) : -1;
+        PyObject *r = empty ? PyObject_CallMethodOneArg(
+                                  (PyObject *)self, st->str_callback, empty)
+                            : NULL;
         Py_XDECREF(empty);
+        Py_XDECREF(r);
+        int rc = r == NULL ? -1 : 0;
         if (rc < 0) {
             return -1;
         }
@@ -118,7 +123,10 @@ DeferredList_init(DeferredListObject *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->dl_fire_on_one_callback, Py_NewRef(fire_on_one_callback));
     Py_XSETREF(self->dl_fire_on_one_errback, Py_NewRef(fire_on_one_errback));
     Py_XSETREF(self->dl_consume_errors, Py_NewRef(consume_errors));
-    self->dl_finished = 0;
+    Py_XSETREF(self->dl_finished, PyLong_FromLong(0));
+    if (self->dl_finished == NULL) {
+        return -1;
+    }
 
     /* self._cbDeferred, looked up as Twisted does, so an override counts. */
     PyObject *collect = PyObject_GetAttr((PyObject *)self, st->str_cbDeferred);
@@ -144,13 +152,22 @@ option(PyObject *value)
     return value == NULL ? 0 : PyObject_IsTrue(value);
 }
 
+/* self.callback(value) / self.errback(value): through the methods, as
+ * Twisted's DeferredList fires itself, so a subclass's override sees it. */
+static int
+fire_through(PyObject *self, PyObject *method, PyObject *value)
+{
+    PyObject *r = value ? PyObject_CallMethodOneArg(self, method, value) : NULL;
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 /* Fire the list if this result makes it due: on the first success or
  * failure when the options ask for it, or when every Deferred delivered. */
 static int
 fire_when_due(cdef_state *st, DeferredListObject *self, PyObject *result,
               PyObject *index, int succeeded, int failed)
 {
-    DeferredObject *base = (DeferredObject *)self;
     if (succeeded || failed) {
         int fire_on_one = option(succeeded ? self->dl_fire_on_one_callback
                                            : self->dl_fire_on_one_errback);
@@ -159,31 +176,39 @@ fire_when_due(cdef_state *st, DeferredListObject *self, PyObject *result,
         }
         if (fire_on_one && succeeded) {
             PyObject *pair = PyTuple_Pack(2, result, index);
-            int rc = pair ? cdef_fire(st, base, pair) : -1;
+            int rc = fire_through((PyObject *)self, st->str_callback, pair);
             Py_XDECREF(pair);
             return rc;
         }
         if (fire_on_one) {
             PyObject *error = PyObject_CallFunctionObjArgs(
                 st->FirstError, result, index, NULL);
-            int rc = error ? cdef_errback(st, base, error) : -1;
+            PyObject *failure = error ? cdef_failure_from_exception(st, error)
+                                      : NULL;
             Py_XDECREF(error);
+            int rc = fire_through((PyObject *)self, st->str_errback, failure);
+            Py_XDECREF(failure);
             return rc;
         }
     }
-    if (self->dl_results == NULL) {
+    if (self->dl_results == NULL || self->dl_finished == NULL) {
         /* Deleted by Python code run while filing the result. */
-        PyErr_SetString(PyExc_AttributeError, "resultList");
+        PyErr_SetString(PyExc_AttributeError,
+                        self->dl_results ? "finishedCount" : "resultList");
         return -1;
     }
     PyObject *results = Py_NewRef(self->dl_results);
     Py_ssize_t size = PyObject_Size(results);
-    int rc = size < 0 ? -1 : 0;
-    if (size == self->dl_finished) {
-        rc = cdef_fire(st, base, results);
+    PyObject *len = size < 0 ? NULL : PyLong_FromSsize_t(size);
+    int due = len ? PyObject_RichCompareBool(self->dl_finished, len, Py_EQ)
+                  : -1;
+    Py_XDECREF(len);
+    int rc = due;
+    if (due > 0) {
+        rc = fire_through((PyObject *)self, st->str_callback, results);
     }
     Py_DECREF(results);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 /* _cbDeferred(result, index, succeeded): file the result, fire when due,
@@ -193,17 +218,39 @@ DeferredList_cbDeferred(DeferredListObject *self, PyTypeObject *cls,
                         PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames)
 {
-    if (nargs != 3 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+    /* (result, index, succeeded), by position or by name. */
+    static const char *const names[] = {"result", "index", "succeeded"};
+    PyObject *given[3] = {NULL, NULL, NULL};
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    int usable = nargs <= 3;
+    for (Py_ssize_t i = 0; usable && i < nargs; i++) {
+        given[i] = args[i];
+    }
+    for (Py_ssize_t k = 0; usable && k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int slot = -1;
+        for (int j = 0; j < 3; j++) {
+            if (PyUnicode_CompareWithASCIIString(name, names[j]) == 0) {
+                slot = j;
+            }
+        }
+        usable = slot >= 0 && given[slot] == NULL;
+        if (usable) {
+            given[slot] = args[nargs + k];
+        }
+    }
+    if (!usable || given[0] == NULL || given[1] == NULL || given[2] == NULL) {
         PyErr_SetString(PyExc_TypeError,
-                        "_cbDeferred() takes exactly 3 positional arguments "
+                        "_cbDeferred() takes exactly 3 arguments "
                         "(result, index, succeeded)");
         return NULL;
     }
-    PyObject *result = args[0], *index = args[1];
+    cdef_state *st = PyType_GetModuleState(cls);
+    PyObject *result = given[0], *index = given[1];
     /* Twisted compares with SUCCESS (True) and FAILURE (False). */
-    int succeeded = PyObject_RichCompareBool(args[2], Py_True, Py_EQ);
+    int succeeded = PyObject_RichCompareBool(given[2], Py_True, Py_EQ);
     int failed = succeeded ? 0
-                           : PyObject_RichCompareBool(args[2], Py_False, Py_EQ);
+                           : PyObject_RichCompareBool(given[2], Py_False, Py_EQ);
     if (succeeded < 0 || failed < 0) {
         return NULL;
     }
@@ -211,7 +258,7 @@ DeferredList_cbDeferred(DeferredListObject *self, PyTypeObject *cls,
         PyErr_SetString(PyExc_AttributeError, "resultList");
         return NULL;
     }
-    PyObject *entry = PyTuple_Pack(2, args[2], result);
+    PyObject *entry = PyTuple_Pack(2, given[2], result);
     if (entry == NULL) {
         return NULL;
     }
@@ -222,8 +269,15 @@ DeferredList_cbDeferred(DeferredListObject *self, PyTypeObject *cls,
     if (rc < 0) {
         return NULL;
     }
-    self->dl_finished++;
-    cdef_state *st = PyType_GetModuleState(cls);
+    if (self->dl_finished == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "finishedCount");
+        return NULL;
+    }
+    PyObject *count = PyNumber_Add(self->dl_finished, st->int_one);
+    if (count == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(self->dl_finished, count);
     if (!(((DeferredObject *)self)->d_flags & CDEF_CALLED)
         && fire_when_due(st, self, result, index, succeeded, failed) < 0) {
         return NULL;
@@ -293,7 +347,7 @@ DeferredList_cancel(DeferredListObject *self, PyTypeObject *cls,
 static PyMethodDef DeferredList_methods[] = {
     {"_cbDeferred", (PyCFunction)(void (*)(void))DeferredList_cbDeferred,
      FASTCALL_METHOD,
-     PyDoc_STR("_cbDeferred($self, result, index, succeeded, /)\n--\n\n"
+     PyDoc_STR("_cbDeferred($self, result, index, succeeded)\n--\n\n"
                "The callback and errback on each Deferred of the list.")},
     {"cancel", (PyCFunction)(void (*)(void))DeferredList_cancel,
      FASTCALL_METHOD,
@@ -313,8 +367,8 @@ static PyMemberDef DeferredList_members[] = {
      offsetof(DeferredListObject, dl_fire_on_one_errback), 0, NULL},
     {"consumeErrors", T_OBJECT, offsetof(DeferredListObject, dl_consume_errors),
      0, NULL},
-    {"finishedCount", T_PYSSIZET, offsetof(DeferredListObject, dl_finished), 0,
-     NULL},
+    {"finishedCount", T_OBJECT_EX, offsetof(DeferredListObject, dl_finished),
+     0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

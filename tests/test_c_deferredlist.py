@@ -183,6 +183,51 @@ def test_overriddenCollectorIsUsed(dl):
     assert taken(lst) == [(True, "x"), (True, "y")]
 
 
+def test_firesThroughOverriddenCallbackAndErrback(dl):
+    calls = []
+
+    class Watched(dl.DeferredList):
+        def callback(self, result):
+            calls.append(("callback", result))
+            return super().callback(result)
+
+        def errback(self, fail=None):
+            calls.append(("errback", fail.type))
+            return super().errback(fail)
+
+    Watched([])
+    members = [dl.Deferred()]
+    Watched(members)
+    members[0].callback(1)
+    members = [dl.Deferred()]
+    taken(Watched(members, fireOnOneErrback=True, consumeErrors=True))
+    members[0].errback(Boom())
+    assert calls == [("callback", []), ("callback", [(True, 1)]), ("errback", defer.FirstError)]
+
+
+def test_collectorTakesKeywords(dl):
+    class Keywords(dl.DeferredList):
+        def _cbDeferred(self, result, index, succeeded):
+            return super()._cbDeferred(result, index=index, succeeded=succeeded)
+
+    members = [dl.Deferred()]
+    lst = Keywords(members)
+    members[0].callback("v")
+    assert members[0].result == "v"
+    assert taken(lst) == [(True, "v")]
+    with pytest.raises(TypeError):
+        lst._cbDeferred("r", 0, True, index=0)
+
+
+def test_finishedCountIsAnyNumber(dl):
+    members = [dl.Deferred(), dl.Deferred()]
+    lst = dl.DeferredList(members)
+    lst.finishedCount = 1.0
+    members[0].callback(1)
+    assert lst.finishedCount == 2.0 and type(lst.finishedCount) is float
+    assert taken(lst) == [(True, 1), None]
+
+
 def test_isATwistedDeferredList(dl):
     lst = dl.DeferredList([])
     assert isinstance(lst, defer.DeferredList)
