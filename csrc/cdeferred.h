@@ -366,6 +366,8 @@ int cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
 int cdef_drop_links(DeferredObject *self);
 int cdef_creator_canceller(cdef_state *st, DeferredObject *self);
 int cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner);
+int cdef_follow_begin(cdef_state *st, DeferredObject *self);
+int cdef_follow_end(cdef_state *st, DeferredObject *self, PyObject *outcome);
 /* Append a link, running it at once if self has its result; steals the
  * link's references. */
 int cdef_add_link(cdef_state *st, DeferredObject *self, cdef_link *link);

@@ -1255,24 +1255,46 @@ cdef_errback(cdef_state *st, DeferredObject *self, PyObject *fail)
 
 /* Fire `self` with what the Deferred `inner` delivers, as if a callback of
  * self had returned inner: its result now if it has one, else when it comes.
- * (The coroutine driver's cancellation hands a cancelled Deferred over to a
- * fresh one this way.) */
+ * In two steps for the coroutine driver's cancellation, which (as Twisted's
+ * does from an errback) must look called and running while it cancels what
+ * the coroutine waits on: cdef_follow_begin, then cdef_follow_end with the
+ * Deferred to follow -- or with a Failure, which self then fires with. */
 int
-cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner)
+cdef_follow_begin(cdef_state *st, DeferredObject *self)
 {
     if (self->d_flags & CDEF_CALLED) {
         return raise_already_called(st, self, 0);
     }
-    self->d_flags |= CDEF_CALLED;
+    self->d_flags |= CDEF_CALLED | CDEF_RUNNING;
     if (self->d_chain != NULL) {
         Py_CLEAR(self->d_chain->canceller);
     }
-    Py_XSETREF(self->d_result, Py_NewRef(inner));
-    int rc = chain_to_returned(st, self, inner);
+    Py_XSETREF(self->d_result, Py_NewRef(Py_None));
+    return 0;
+}
+
+int
+cdef_follow_end(cdef_state *st, DeferredObject *self, PyObject *outcome)
+{
+    self->d_flags &= ~CDEF_RUNNING;
+    Py_XSETREF(self->d_result, Py_NewRef(outcome));
+    int rc = 0;
+    if (cdef_is_deferred(st, outcome)) {
+        rc = chain_to_returned(st, self, outcome);
+    }
     if (rc == 0) {
         rc = run_callbacks(st, self);
     }
     return rc < 0 ? -1 : 0;
+}
+
+int
+cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner)
+{
+    if (cdef_follow_begin(st, self) < 0) {
+        return -1;
+    }
+    return cdef_follow_end(st, self, inner);
 }
 
 /* What addBoth(f) would hand f at once -- taken as a callback returning

@@ -298,47 +298,46 @@ driver_cancel(PyObject *self, PyObject *cancelled)
                      "was created for, not %.200s", Py_TYPE(cancelled)->tp_name);
         return NULL;
     }
+    DeferredObject *d = (DeferredObject *)cancelled;
     PyObject *fresh = new_deferred(st, dr, (PyObject *)Py_TYPE(cancelled));
     if (fresh == NULL) {
         return NULL;
     }
     Py_XSETREF(dr->dr_deferred, Py_NewRef(fresh));
-    int rc = 0;
+    /* Twisted cancels from an errback on `cancelled`: it is called and
+     * running meanwhile (a nested cancel() does nothing, callbacks added wait),
+     * then follows `fresh` -- or fails with what cancelling raised. */
+    if (cdef_follow_begin(st, d) < 0) {
+        Py_DECREF(fresh);
+        return NULL;
+    }
+    PyObject *outcome = Py_NewRef(fresh);
     PyObject *awaited = Py_XNewRef(dr->dr_waiting_on);
     if (awaited != NULL) {
-        rc = cdef_cancel_any(st, awaited, NULL);
+        int rc = cdef_cancel_any(st, awaited, NULL);
         Py_DECREF(awaited);
+        if (rc < 0) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            int debug = cdef_debug_enabled(st, d);
+            PyErr_Restore(type, value, tb);
+            Py_SETREF(outcome, debug < 0 ? NULL
+                                         : cdef_failure_from_error(st, debug));
+        }
     }
-    DeferredObject *d = (DeferredObject *)cancelled;
-    if (rc < 0) {
-        /* Twisted cancels from an errback on `cancelled`: what that raises
-         * becomes its result (and `fresh`, which the coroutine will fire,
-         * is followed by nobody). */
+    int rc;
+    if (outcome != NULL) {
+        rc = cdef_follow_end(st, d, outcome);
+        Py_DECREF(outcome);
+    }
+    else {
+        /* No Failure could be made: leave `cancelled` consistent, report. */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
-        int debug = cdef_debug_enabled(st, d);
-        if (debug < 0) {
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
-            Py_DECREF(fresh);
-            return NULL;
-        }
+        (void)cdef_follow_end(st, d, Py_None);
+        PyErr_Clear();
         PyErr_Restore(type, value, tb);
-        PyObject *failure = cdef_failure_from_error(st, debug);
-        if (failure == NULL) {
-            rc = -1;
-        }
-        else {
-            rc = (d->d_flags & CDEF_CALLED) ? 0 : cdef_fire(st, d, failure);
-            Py_DECREF(failure);
-        }
-    }
-    /* Following after the awaited Deferred was cancelled keeps Twisted's
-     * order: a coroutine that ended on CancelledError fires `fresh` first,
-     * and the cancelled Deferred's callbacks run after the awaited one's. */
-    else if (!(d->d_flags & CDEF_CALLED)) {
-        rc = cdef_follow(st, d, fresh);
+        rc = -1;
     }
     Py_DECREF(fresh);
     if (rc < 0) {

@@ -131,8 +131,13 @@ def logged_errors():
     When and in which order Deferreds are freed is not the same in the two
     drivers (Twisted's coroutine Deferred is in a reference cycle and waits for
     the garbage collector; the C one is freed as soon as it is dropped), so
-    the observer strips the logged Failure of its frames (cleanFailure)."""
-    gc.collect()
+    the observer strips the logged Failure of its frames (cleanFailure).
+
+    What exists when the test starts is frozen (gc.freeze) for its duration,
+    so that the collections walk only what the test made: cheaper, and no
+    garbage of an earlier test is reported in this one."""
+    gc.collect(1)
+    gc.freeze()
     errors = []
 
     def observe(event):
@@ -155,6 +160,7 @@ def logged_errors():
         yield collect
     finally:
         globalLogPublisher.removeObserver(observe)
+        gc.unfreeze()
 
 
 def unhandled(error_type):
@@ -375,6 +381,54 @@ def test_baseExceptionSubclassBecomesFailure(drv):
 
     d = drv.fromCoroutine(f())
     assert outcome(d) == ("failure", CustomBase, ("base",))
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_interpreterExitExceptionsBecomeFailures(drv, exc):
+    """Twisted's driver catches BaseException: these fail the Deferred too,
+    nothing propagates (here, or to the code that fired the awaited Deferred)."""
+    results = []
+    d = drv.Deferred()
+
+    async def at_once():
+        raise exc("at once")
+
+    async def later():
+        await d
+        raise exc("later")
+
+    @drv.inlineCallbacks
+    def gen():
+        yield None
+        raise exc("gen")
+
+    try:
+        for result in (drv.fromCoroutine(at_once()), drv.fromCoroutine(later()), gen()):
+            results.append(result)
+        d.callback(None)
+    except BaseException as e:  # must not happen; do not let it stop pytest
+        pytest.fail(f"{type(e).__name__} escaped: {e!r}")
+    assert [outcome(r) for r in results] == [
+        ("failure", exc, ("at once",)),
+        ("failure", exc, ("later",)),
+        ("failure", exc, ("gen",)),
+    ]
+
+
+def test_coroutineReturningAFailure(drv):
+    """A returned Failure is passed to callback(), which starts the errbacks."""
+    failure = Failure(Boom("returned"))
+
+    async def f():
+        return failure
+
+    @drv.inlineCallbacks
+    def g():
+        yield None
+        return failure
+
+    assert outcome(drv.fromCoroutine(f())) == ("failure", Boom, ("returned",))
+    assert outcome(g()) == ("failure", Boom, ("returned",))
 
 
 def test_unhandledFailureOfTheReturnedDeferredIsLogged(drv, logged_errors):
@@ -1131,11 +1185,24 @@ def test_fromCoroutineIgnoresTheClassItIsCalledOn(drv):
 
 @pytest.mark.parametrize(
     "kind",
-    ["twisted", pytest.param("c", marks=_needs_c), "twisted-sub", pytest.param("c-sub", marks=_needs_c)],
+    [
+        "twisted",
+        pytest.param("c", marks=_needs_c),
+        "twisted-sub",
+        pytest.param("c-sub", marks=_needs_c),
+        pytest.param("c-controllable", marks=_needs_c),
+        "twisted-list",
+    ],
 )
 def test_ensureDeferredReturnsADeferredAsIs(drv, kind):
+    if kind.startswith("twisted-list"):
+        d = defer.DeferredList([])
+        assert drv.ensureDeferred(d) is d
+        return
     if kind.startswith("twisted"):
         base = defer.Deferred
+    elif kind == "c-controllable":
+        base = _cimpl.ControllableDeferred
     else:
         base = _cimpl.Deferred
     if kind.endswith("-sub"):
@@ -1478,6 +1545,43 @@ def test_cancelTwiceWhileWaiting(drv):
     result.cancel()
     assert cancelled == [d]
     assert outcome(result) == ("failure", defer.CancelledError, ())
+
+
+@pytest.mark.parametrize("catch", [False, True], ids=["raises", "catches"])
+def test_cancelAgainWhileTheFirstCancelIsDelivered(drv, catch):
+    """A callback of the awaited Deferred (after the driver's) cancels the
+    coroutine's Deferred again while the first cancel() is still delivering
+    the CancelledError: a no-op, and the first cancel's outcome arrives."""
+    events = []
+    d = drv.Deferred()
+
+    async def f():
+        try:
+            await d
+        except defer.CancelledError:
+            events.append("coroutine cancelled")
+            if catch:
+                return "caught"
+            raise
+
+    result = drv.fromCoroutine(f())
+
+    def cancel_again(r):
+        events.append(("d callback", r))
+        result.cancel()
+        events.append("cancelled again")
+
+    d.addBoth(cancel_again)
+    seen = []
+    result.addBoth(seen.append)
+    result.cancel()
+    assert events == ["coroutine cancelled", ("d callback", None), "cancelled again"]
+    assert len(seen) == 1
+    if catch:
+        assert seen == ["caught"]
+    else:
+        assert isinstance(seen[0], Failure) and seen[0].type is defer.CancelledError
+        seen[0].trap(defer.CancelledError)
 
 
 def test_cancelAgainReachesTheNextAwaitedDeferred(drv):

@@ -543,6 +543,244 @@ def deferred_list_cancel():
     dl.addCallback(callback)
 
 
+class CollectingList(IMPL.DeferredList):
+    """A DeferredList subclass whose collector is Python, calling the base's."""
+
+    def _cbDeferred(self, result, index, succeeded):
+        return super()._cbDeferred(result, index, succeeded)
+
+
+@operation
+def deferred_list_over_twisted_deferreds():
+    # The C list attaches itself to other Deferreds through addCallbacks.
+    for flags in ({}, {"fireOnOneCallback": True}, {"fireOnOneErrback": True},
+                  {"consumeErrors": True}):
+        members = [TwistedDeferred() for _ in range(10)]
+        for d in members[5:]:
+            d.callback(RESULT)
+        dl = IMPL.DeferredList(members, **flags)
+        dl.addBoth(errback)
+        members[0].errback(Boom())
+        for d in members[1:5]:
+            d.callback(RESULT)
+        for d in members:
+            d.addErrback(errback)
+
+
+@operation
+def deferred_list_fires_during_construction():
+    fired = Deferred()
+    fired.callback(RESULT)
+    failed = Deferred()
+    failed.errback(Boom())
+    for flags in ({"fireOnOneCallback": True}, {"fireOnOneErrback": True},
+                  {"fireOnOneErrback": True, "consumeErrors": True}):
+        members = [Deferred(), fired, failed, Deferred()]
+        dl = IMPL.DeferredList(members, **flags)
+        dl.addBoth(errback)
+        members[0].callback(RESULT)
+        members[3].errback(Boom())
+        members[3].addErrback(errback)
+    failed.addErrback(errback)
+    IMPL.DeferredList([]).addCallback(callback)
+    IMPL.DeferredList([], fireOnOneCallback=True)
+    IMPL.DeferredList(d for d in [fired, Deferred()]).addCallback(callback)
+
+
+@operation
+def deferred_list_subclass_collector():
+    members = [Deferred() for _ in range(4)]
+    members[0].callback(RESULT)
+    dl = CollectingList(members, consumeErrors=True)
+    dl.addCallback(callback)
+    members[1].callback(RESULT)
+    members[2].errback(Boom())
+    members[3].callback(RESULT)
+
+
+@operation
+def deferred_list_bad_result_list():
+    for replacement in (None, (None,), []):
+        members = [Deferred()]
+        dl = IMPL.DeferredList(members)
+        dl.resultList = replacement
+        members[0].callback(RESULT)  # the collector raises: a Failure on the member
+        members[0].addErrback(errback)
+    members = [Deferred()]
+    dl = IMPL.DeferredList(members)
+    del dl.resultList
+    members[0].callback(RESULT)
+    members[0].addErrback(errback)
+    try:
+        IMPL.DeferredList(RESULT)
+    except TypeError:
+        pass
+    try:
+        IMPL.DeferredList([Deferred(), RESULT])
+    except AttributeError:
+        pass
+
+
+@operation
+def deferred_list_cancel_raising_canceller():
+    members = [Deferred(canceller), Deferred(raising), TwistedDeferred(canceller)]
+    dl = IMPL.DeferredList(members, fireOnOneErrback=True, consumeErrors=True)
+    dl.addErrback(errback)
+    dl.cancel()  # the raising canceller is logged, the others still cancelled
+    members[1].callback(RESULT)
+    if IMPL.__name__.endswith("_cimpl"):
+        members = [Deferred(), TwistedDeferred()]
+        dl = IMPL.DeferredList(members, consumeErrors=True)
+        dl.cancel("message")
+        dl.addCallback(callback)
+    fired = IMPL.DeferredList([])
+    fired.cancel()
+
+
+@operation
+def gather_results_succeeding():
+    fired = Deferred()
+    fired.callback(RESULT)
+    members = [Deferred(), fired, TwistedDeferred()]
+    gathered = IMPL.gatherResults(members)
+    members[0].callback(RESULT)
+    members[2].callback(RESULT)
+    gathered.addCallback(callback)
+    members = [Deferred(), Deferred()]
+    gathered = IMPL.gatherResults(members)  # not consumed: the member keeps it
+    gathered.addErrback(errback)
+    members[1].errback(Boom())
+    members[1].addErrback(errback)
+    members[0].callback(RESULT)
+
+
+async def awaiting_lists(inner, members):
+    first = await inner
+    second = await IMPL.gatherResults(members)
+    try:
+        await IMPL.gatherResults([Deferred(canceller)]).addCallback(raising)
+    except Boom:
+        pass
+    return first, second
+
+
+@operation
+def deferred_list_nested_awaited():
+    inner_members = [Deferred(), Deferred()]
+    inner = IMPL.DeferredList(inner_members)
+    outer = IMPL.DeferredList([inner, TwistedDeferred()], fireOnOneCallback=True)
+    gathered = [Deferred(), TwistedDeferred()]
+    result = IMPL.ensureDeferred(awaiting_lists(inner, gathered))
+    inner_members[0].callback(RESULT)
+    inner_members[1].callback(RESULT)
+    gathered[0].callback(RESULT)
+    gathered[1].callback(RESULT)
+    outer.addCallback(callback)
+    result.addCallback(callback)
+
+
+async def awaiting_twisted(d, failing):
+    value = await d
+    try:
+        await failing
+    except Boom:
+        pass
+    return value
+
+
+@operation
+def coroutine_awaits_twisted_deferreds():
+    d, failing = TwistedDeferred(), TwistedDeferred()
+    result = Deferred.fromCoroutine(awaiting_twisted(d, failing))
+    d.callback(RESULT)
+    failing.errback(Boom())
+    result.addCallback(callback)
+    fired = TwistedDeferred()
+    fired.callback(RESULT)
+    failed = Deferred()
+    failed.errback(Boom())
+    Deferred.fromCoroutine(awaiting_twisted(fired, failed)).addCallback(callback)
+
+
+@operation
+def coroutine_cancelled_waiting_on_twisted():
+    d = TwistedDeferred(canceller)
+    result = IMPL.ensureDeferred(catching_cancel(d))
+    result.cancel()
+    result.addCallback(callback)
+    fires = Deferred(firing_canceller)  # the canceller delivers a result instead
+    result = IMPL.ensureDeferred(awaiting(fires))
+    result.cancel()
+    result.addCallback(callback)
+
+
+async def raising_after_await(d):
+    await d
+    raise Boom("after the await")
+
+
+@operation
+def ensure_deferred_raising_after_await():
+    d = Deferred()
+    result = IMPL.ensureDeferred(raising_after_await(d))
+    d.callback(RESULT)
+    result.addErrback(errback)
+    fired = Deferred()
+    fired.callback(RESULT)
+    IMPL.ensureDeferred(raising_after_await(fired)).addErrback(errback)
+    d = Deferred()
+    result = IMPL.ensureDeferred(raising_after_await(d))
+    result.addErrback(errback)
+    result.cancel()
+
+
+@operation
+def unhandled_coroutine_failure_logged():
+    IMPL.ensureDeferred(raising_coroutine())
+
+
+@IMPL.inlineCallbacks
+def inline_cancelled(d):
+    try:
+        yield d
+    except CancelledError:
+        pass
+    value = yield RESULT
+    yield None
+    return value
+
+
+@IMPL.inlineCallbacks
+def inline_raising(d):
+    yield d
+    yield TwistedDeferred()  # never fired: collected together with its generator
+    raise Boom("never")
+
+
+@IMPL.inlineCallbacks
+def inline_raising_at_once():
+    yield RESULT
+    raise Boom("from the generator")
+
+
+@operation
+def inline_callbacks_cancel_and_raise():
+    d = Deferred(canceller)
+    result = inline_cancelled(d)
+    result.cancel()
+    result.addCallback(callback)
+    inline_raising_at_once().addErrback(errback)
+    fired = TwistedDeferred()
+    fired.callback(RESULT)
+    inline_raising(fired)
+
+
+WATCHED.extend([
+    IMPL.DeferredList, CollectingList, awaiting_lists, awaiting_twisted, raising_after_await,
+    inline_cancelled, inline_raising, inline_raising_at_once,
+])
+
+
 @operation
 def await_iterator():
     d = Deferred()
