@@ -204,7 +204,6 @@ typedef struct {
     PyObject *str_addBoth;
     PyObject *str_Deferred;
     PyObject *str_cbDeferred;     /* "_cbDeferred" */
-    PyObject *str_failure;
     PyObject *str_init;
     PyObject *str_parents;        /* "_parents" */
     PyObject *str_module;
@@ -365,7 +364,12 @@ int cdef_run_link_cancellers(cdef_state *st, DeferredObject *self,
                              PyObject *waiting_on);
 int cdef_drop_links(DeferredObject *self);
 int cdef_creator_canceller(cdef_state *st, DeferredObject *self);
-int cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner);
+/* Fast-call arguments into out[nnames] by position or name; the first
+ * `required` must be given.  0, or -1 with a TypeError. */
+int cdef_parse_args(const char *fname, const char *const *names,
+                    Py_ssize_t nnames, Py_ssize_t required,
+                    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                    PyObject **out);
 int cdef_follow_begin(cdef_state *st, DeferredObject *self);
 int cdef_follow_end(cdef_state *st, DeferredObject *self, PyObject *outcome);
 /* Append a link, running it at once if self has its result; steals the

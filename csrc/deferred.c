@@ -1253,11 +1253,11 @@ cdef_errback(cdef_state *st, DeferredObject *self, PyObject *fail)
     return rc;
 }
 
-/* Fire `self` with what the Deferred `inner` delivers, as if a callback of
- * self had returned inner: its result now if it has one, else when it comes.
- * In two steps for the coroutine driver's cancellation, which (as Twisted's
- * does from an errback) must look called and running while it cancels what
- * the coroutine waits on: cdef_follow_begin, then cdef_follow_end with the
+/* Fire `self` with what a Deferred delivers, as if a callback of self had
+ * returned it: its result now if it has one, else when it comes.  In two
+ * steps for the coroutine driver's cancellation, which (as Twisted's does
+ * from an errback) must look called and running while it cancels what the
+ * coroutine waits on: cdef_follow_begin, then cdef_follow_end with the
  * Deferred to follow -- or with a Failure, which self then fires with. */
 int
 cdef_follow_begin(cdef_state *st, DeferredObject *self)
@@ -1286,15 +1286,6 @@ cdef_follow_end(cdef_state *st, DeferredObject *self, PyObject *outcome)
         rc = run_callbacks(st, self);
     }
     return rc < 0 ? -1 : 0;
-}
-
-int
-cdef_follow(cdef_state *st, DeferredObject *self, PyObject *inner)
-{
-    if (cdef_follow_begin(st, self) < 0) {
-        return -1;
-    }
-    return cdef_follow_end(st, self, inner);
 }
 
 /* What addBoth(f) would hand f at once -- taken as a callback returning
@@ -1568,8 +1559,8 @@ state_of(PyTypeObject *defining_class)
 
 /* Match positional and keyword arguments to `names`; missing optional ones
  * are left NULL.  All references are borrowed. */
-static int
-parse_args(const char *fname, const char *const *names, Py_ssize_t nnames,
+int
+cdef_parse_args(const char *fname, const char *const *names, Py_ssize_t nnames,
            Py_ssize_t required, PyObject *const *args, Py_ssize_t nargs,
            PyObject *kwnames, PyObject **out)
 {
@@ -1707,7 +1698,7 @@ Deferred_addCallbacks(DeferredObject *self, PyTypeObject *cls,
 {
     cdef_state *st = state_of(cls);
     PyObject *a[7];
-    if (parse_args("addCallbacks", addCallbacks_names, 7, 1, args, nargs,
+    if (cdef_parse_args("addCallbacks", addCallbacks_names, 7, 1, args, nargs,
                    kwnames, a) < 0) {
         return NULL;
     }
@@ -1829,7 +1820,7 @@ Deferred_callback(DeferredObject *self, PyTypeObject *cls,
 {
     static const char *const names[] = {"result"};
     PyObject *result;
-    if (parse_args("callback", names, 1, 1, args, nargs, kwnames, &result)
+    if (cdef_parse_args("callback", names, 1, 1, args, nargs, kwnames, &result)
         < 0) {
         return NULL;
     }
@@ -1845,7 +1836,7 @@ Deferred_errback(DeferredObject *self, PyTypeObject *cls,
 {
     static const char *const names[] = {"fail"};
     PyObject *fail;
-    if (parse_args("errback", names, 1, 0, args, nargs, kwnames, &fail) < 0) {
+    if (cdef_parse_args("errback", names, 1, 0, args, nargs, kwnames, &fail) < 0) {
         return NULL;
     }
     if (cdef_errback(state_of(cls), self, fail) < 0) {
@@ -1873,7 +1864,7 @@ static PyObject *
 Deferred_unpause(DeferredObject *self, PyTypeObject *cls,
                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (parse_args("unpause", NULL, 0, 0, args, nargs, kwnames, NULL) < 0) {
+    if (cdef_parse_args("unpause", NULL, 0, 0, args, nargs, kwnames, NULL) < 0) {
         return NULL;
     }
     self->d_paused--;
@@ -1891,7 +1882,7 @@ Deferred_runCallbacks(DeferredObject *self, PyTypeObject *cls,
                       PyObject *const *args, Py_ssize_t nargs,
                       PyObject *kwnames)
 {
-    if (parse_args("_runCallbacks", NULL, 0, 0, args, nargs, kwnames, NULL)
+    if (cdef_parse_args("_runCallbacks", NULL, 0, 0, args, nargs, kwnames, NULL)
         < 0) {
         return NULL;
     }
@@ -1911,7 +1902,7 @@ Deferred_cancel(DeferredObject *self, PyTypeObject *cls,
 {
     static const char *const names[] = {"msg"};
     PyObject *msg;
-    if (parse_args("cancel", names, 1, 0, args, nargs, kwnames, &msg) < 0) {
+    if (cdef_parse_args("cancel", names, 1, 0, args, nargs, kwnames, &msg) < 0) {
         return NULL;
     }
     if (cdef_cancel(state_of(cls), self, msg) < 0) {
@@ -1925,7 +1916,7 @@ Deferred_continuation(DeferredObject *self, PyTypeObject *cls,
                       PyObject *const *args, Py_ssize_t nargs,
                       PyObject *kwnames)
 {
-    if (parse_args("_continuation", NULL, 0, 0, args, nargs, kwnames, NULL)
+    if (cdef_parse_args("_continuation", NULL, 0, 0, args, nargs, kwnames, NULL)
         < 0) {
         return NULL;
     }
@@ -1941,7 +1932,7 @@ Deferred_chainDeferred(DeferredObject *self, PyTypeObject *cls,
 {
     static const char *const names[] = {"d"};
     PyObject *d;
-    if (parse_args("chainDeferred", names, 1, 1, args, nargs, kwnames, &d)
+    if (cdef_parse_args("chainDeferred", names, 1, 1, args, nargs, kwnames, &d)
         < 0) {
         return NULL;
     }

@@ -61,6 +61,16 @@ add_collector(cdef_state *st, PyObject *deferred, PyObject *collect,
     return r == NULL ? -1 : 0;
 }
 
+/* self.callback(value) / self.errback(value): through the methods, as
+ * Twisted's DeferredList fires itself, so a subclass's override sees it. */
+static int
+fire_through(PyObject *self, PyObject *method, PyObject *value)
+{
+    PyObject *r = value ? PyObject_CallMethodOneArg(self, method, value) : NULL;
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 static int
 DeferredList_init(DeferredListObject *self, PyObject *args, PyObject *kwargs)
 {
@@ -93,8 +103,7 @@ DeferredList_init(DeferredListObject *self, PyObject *args, PyObject *kwargs)
     }
     Py_XSETREF(self->dl_deferreds, deferreds);
     Py_XSETREF(self->dl_results, results);
-    DeferredObject *base = (DeferredObject *)self;
-    if (cdef_init(st, base, NULL) < 0) {
+    if (cdef_init(st, (DeferredObject *)self, NULL) < 0) {
         return -1;
     }
     int fire_at_once = count == 0;
@@ -106,14 +115,9 @@ DeferredList_init(DeferredListObject *self, PyObject *args, PyObject *kwargs)
         fire_at_once = !truth;
     }
     if (fire_at_once) {
-        /* self.callback([]), through the method as the others. */
         PyObject *empty = PyList_New(0);
-        PyObject *r = empty ? PyObject_CallMethodOneArg(
-                                  (PyObject *)self, st->str_callback, empty)
-                            : NULL;
+        int rc = fire_through((PyObject *)self, st->str_callback, empty);
         Py_XDECREF(empty);
-        Py_XDECREF(r);
-        int rc = r == NULL ? -1 : 0;
         if (rc < 0) {
             return -1;
         }
@@ -150,16 +154,6 @@ static int
 option(PyObject *value)
 {
     return value == NULL ? 0 : PyObject_IsTrue(value);
-}
-
-/* self.callback(value) / self.errback(value): through the methods, as
- * Twisted's DeferredList fires itself, so a subclass's override sees it. */
-static int
-fire_through(PyObject *self, PyObject *method, PyObject *value)
-{
-    PyObject *r = value ? PyObject_CallMethodOneArg(self, method, value) : NULL;
-    Py_XDECREF(r);
-    return r == NULL ? -1 : 0;
 }
 
 /* Fire the list if this result makes it due: on the first success or
@@ -218,31 +212,10 @@ DeferredList_cbDeferred(DeferredListObject *self, PyTypeObject *cls,
                         PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames)
 {
-    /* (result, index, succeeded), by position or by name. */
     static const char *const names[] = {"result", "index", "succeeded"};
-    PyObject *given[3] = {NULL, NULL, NULL};
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    int usable = nargs <= 3;
-    for (Py_ssize_t i = 0; usable && i < nargs; i++) {
-        given[i] = args[i];
-    }
-    for (Py_ssize_t k = 0; usable && k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        int slot = -1;
-        for (int j = 0; j < 3; j++) {
-            if (PyUnicode_CompareWithASCIIString(name, names[j]) == 0) {
-                slot = j;
-            }
-        }
-        usable = slot >= 0 && given[slot] == NULL;
-        if (usable) {
-            given[slot] = args[nargs + k];
-        }
-    }
-    if (!usable || given[0] == NULL || given[1] == NULL || given[2] == NULL) {
-        PyErr_SetString(PyExc_TypeError,
-                        "_cbDeferred() takes exactly 3 arguments "
-                        "(result, index, succeeded)");
+    PyObject *given[3];
+    if (cdef_parse_args("_cbDeferred", names, 3, 3, args, nargs, kwnames,
+                        given) < 0) {
         return NULL;
     }
     cdef_state *st = PyType_GetModuleState(cls);
@@ -300,12 +273,11 @@ static PyObject *
 DeferredList_cancel(DeferredListObject *self, PyTypeObject *cls,
                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs > 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "cancel() takes at most 1 positional argument (msg)");
+    static const char *const names[] = {"msg"};
+    PyObject *msg;
+    if (cdef_parse_args("cancel", names, 1, 0, args, nargs, kwnames, &msg) < 0) {
         return NULL;
     }
-    PyObject *msg = nargs == 1 ? args[0] : NULL;
     cdef_state *st = PyType_GetModuleState(cls);
     if ((((DeferredObject *)self)->d_flags & CDEF_CALLED)
         || self->dl_deferreds == NULL) {
@@ -351,7 +323,7 @@ static PyMethodDef DeferredList_methods[] = {
                "The callback and errback on each Deferred of the list.")},
     {"cancel", (PyCFunction)(void (*)(void))DeferredList_cancel,
      FASTCALL_METHOD,
-     PyDoc_STR("cancel($self, msg=None, /)\n--\n\n"
+     PyDoc_STR("cancel($self, msg=None)\n--\n\n"
                "Cancel every Deferred in the list, unless it fired.")},
     {NULL, NULL, 0, NULL},
 };

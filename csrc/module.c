@@ -28,7 +28,7 @@ get_state(PyObject *module)
     X(str_paused) X(str_callbacks) X(str_chainedTo) X(str_debugInfo)          \
     X(str_failResult) X(str_cancel) X(str_runCallbacks)                       \
     X(str_getDebugTracebacks) X(str_raiseException) X(str_captureVars)        \
-    X(kwnames_captureVars) X(str_addBoth) X(str_Deferred) X(str_cbDeferred) X(str_failure) X(str_init) X(str_parents) X(str_module) \
+    X(kwnames_captureVars) X(str_addBoth) X(str_Deferred) X(str_cbDeferred) X(str_init) X(str_parents) X(str_module) \
     X(str_name) X(str_dot) X(str_count) X(str_type) X(str_tb) X(str_class) X(str_callback) X(str_errback)     \
     X(str_send) X(str_value) X(str_throwExceptionIntoGenerator)
 
@@ -226,7 +226,6 @@ module_exec(PyObject *module)
         || intern(&st->str_addBoth, "addBoth") < 0
         || intern(&st->str_Deferred, "Deferred") < 0
         || intern(&st->str_cbDeferred, "_cbDeferred") < 0
-        || intern(&st->str_failure, "failure") < 0
         || intern(&st->str_init, "__init__") < 0
         || intern(&st->str_parents, "_parents") < 0
         || intern(&st->str_module, "__module__") < 0
